@@ -1,0 +1,422 @@
+package buffer
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/plantsync/plantsync/proto/plantsync/v1"
+)
+
+// FormatVersion is the on-disk layout this binary writes. Open reads every
+// version up to it and migrates older files in place.
+const FormatVersion = 1
+
+var (
+	// ErrClosed is returned for appends that were not committed before the
+	// buffer closed; their source must not acknowledge them.
+	ErrClosed = errors.New("buffer closed")
+	// ErrTooLarge is returned for a single append larger than max_bytes.
+	ErrTooLarge = errors.New("append larger than the whole buffer")
+	// ErrCorrupt marks a buffer file that failed its integrity checks on
+	// open. The agent refuses to start rather than silently empty it.
+	ErrCorrupt = errors.New("buffer file is corrupt")
+	// ErrNewerFormat marks a file written by a newer agent.
+	ErrNewerFormat = errors.New("buffer file format is newer than this agent")
+)
+
+var (
+	bucketMeta   = []byte("meta")
+	bucketEvents = []byte("events")
+
+	keyFormat       = []byte("format")
+	keyEpoch        = []byte("epoch")
+	keyNextSeq      = []byte("next_seq")
+	keyAckedThrough = []byte("acked_through")
+	keyBytes        = []byte("bytes")
+	keyCount        = []byte("count")
+	keyDroppedTotal = []byte("dropped_total")
+)
+
+// Options are the collaborators a buffer is given.
+type Options struct {
+	Logger *slog.Logger
+	// ObserveCommit, when set, is told each commit's duration and size.
+	ObserveCommit func(d time.Duration, events int)
+	// Decorate fills agent identity (plant, correlation) into events the
+	// buffer creates itself, such as buffer.overflow reports.
+	Decorate func(ev *pb.Event)
+}
+
+// Done is called once an append is committed (err nil; first..last are the
+// sequences it got) or has failed for good.
+type Done func(first, last uint64, err error)
+
+type request struct {
+	events []*pb.Event
+	done   Done
+	size   int64 // estimated, for the space check before encoding
+}
+
+// Stats is a snapshot of the buffer.
+type Stats struct {
+	Epoch        string
+	Events       uint64 // stored, not yet acked by the hub
+	Bytes        int64
+	LastSeq      uint64 // highest committed sequence
+	AckedThrough uint64
+	DroppedTotal uint64
+	Blocked      bool   // appends are waiting for space
+	Degraded     string // last commit error while retrying (e.g. disk full); "" when healthy
+}
+
+// Buffer is a durable, bounded, sequence-ordered event queue in one bbolt
+// file. It is safe for concurrent use.
+type Buffer struct {
+	cfg     Config
+	db      *bolt.DB
+	log     *slog.Logger
+	path    string
+	opts    Options
+	epoch   string
+	newFile bool
+
+	reqs      chan *request
+	acks      chan uint64
+	closing   chan struct{} // closed first by Close: releases blocked senders
+	stop      chan struct{} // closed once no sender can be mid-send
+	finished  chan struct{}
+	sendMu    sync.RWMutex // held shared by senders, exclusively by Close
+	closed    bool
+	closeOnce sync.Once
+	closeErr  error
+
+	sentThrough atomic.Uint64 // highest sequence handed to the uplink
+
+	mu     sync.Mutex
+	stats  Stats
+	notify chan struct{} // closed and replaced whenever events are committed
+}
+
+// Open opens or creates the buffer file at path. A file that fails its
+// integrity checks yields ErrCorrupt and is left untouched for inspection.
+func Open(path string, cfg Config, opts Options) (*Buffer, error) {
+	if errs := cfg.Validate("buffer"); len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("create buffer folder: %w", err)
+	}
+	existed := fileExists(path)
+	db, err := openBolt(path, cfg)
+	if err != nil {
+		return nil, err
+	}
+	b := &Buffer{
+		cfg: cfg, db: db, log: opts.Logger, path: path, opts: opts,
+		reqs:     make(chan *request, 1024),
+		acks:     make(chan uint64, 64),
+		closing:  make(chan struct{}),
+		stop:     make(chan struct{}),
+		finished: make(chan struct{}),
+		notify:   make(chan struct{}),
+	}
+	if err := b.load(existed); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	b.sentThrough.Store(b.stats.AckedThrough)
+	go b.commitLoop()
+	b.log.Info("buffer opened", "path", path, "epoch", b.epoch, "new_epoch", b.newFile,
+		"events", b.stats.Events, "bytes", b.stats.Bytes, "last_seq", b.stats.LastSeq)
+	return b, nil
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+// openBolt opens the file and turns bbolt's failures (and panics on pages
+// beyond a truncated end) into ErrCorrupt.
+func openBolt(path string, cfg Config) (db *bolt.DB, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: %s: %v; move the file aside to start a new epoch (its unsent events are then lost)", ErrCorrupt, path, r)
+		}
+	}()
+	var fileSize int64 = -1
+	if st, statErr := os.Stat(path); statErr == nil {
+		fileSize = st.Size()
+		if fileSize == 0 {
+			return nil, fmt.Errorf("%w: %s is empty (a torn first write?); move it aside to start a new epoch", ErrCorrupt, path)
+		}
+	}
+	db, err = bolt.Open(path, 0o600, &bolt.Options{
+		Timeout:        cfg.OpenTimeout,
+		// The freelist is synced: with NoFreelistSync bbolt rebuilds it on
+		// open by walking every page in a goroutine of its own, where a
+		// damaged page panics beyond any recover.
+		FreelistType: bolt.FreelistMapType,
+	})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("open buffer %s: locked by another process (is another agent running with the same state_dir?): %w", path, err)
+		}
+		return nil, fmt.Errorf("%w: open %s: %v; move the file aside to start a new epoch (its unsent events are then lost)", ErrCorrupt, path, err)
+	}
+	if fileSize > 0 {
+		var want int64
+		_ = db.View(func(tx *bolt.Tx) error { want = tx.Size(); return nil })
+		if want > fileSize {
+			_ = db.Close()
+			return nil, fmt.Errorf("%w: %s is truncated: %d bytes on disk, its metadata needs %d; move it aside to start a new epoch (its unsent events are then lost)", ErrCorrupt, path, fileSize, want)
+		}
+	}
+	return db, nil
+}
+
+func (b *Buffer) load(existed bool) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: %s: %v", ErrCorrupt, b.path, r)
+		}
+	}()
+	return b.db.Update(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if meta == nil {
+			if existed && tx.Bucket(bucketEvents) != nil {
+				return fmt.Errorf("%w: %s has events but no metadata", ErrCorrupt, b.path)
+			}
+			return b.initFile(tx)
+		}
+		format, err := strconv.Atoi(string(meta.Get(keyFormat)))
+		if err != nil {
+			return fmt.Errorf("%w: %s: format version %q unreadable", ErrCorrupt, b.path, meta.Get(keyFormat))
+		}
+		if format > FormatVersion {
+			return fmt.Errorf("%w: %s has format %d, this agent reads up to %d; upgrade the agent", ErrNewerFormat, b.path, format, FormatVersion)
+		}
+		events := tx.Bucket(bucketEvents)
+		if events == nil {
+			return fmt.Errorf("%w: %s: events bucket missing", ErrCorrupt, b.path)
+		}
+		b.epoch = string(meta.Get(keyEpoch))
+		if b.epoch == "" {
+			return fmt.Errorf("%w: %s: epoch missing", ErrCorrupt, b.path)
+		}
+		next := getU64(meta, keyNextSeq)
+		if next == 0 {
+			return fmt.Errorf("%w: %s: next sequence missing", ErrCorrupt, b.path)
+		}
+		if k, _ := events.Cursor().Last(); k != nil && binary.BigEndian.Uint64(k) >= next {
+			return fmt.Errorf("%w: %s: stored sequence %d is beyond the recorded next sequence %d", ErrCorrupt, b.path, binary.BigEndian.Uint64(k), next)
+		}
+		b.stats = Stats{
+			Epoch:        b.epoch,
+			Events:       getU64(meta, keyCount),
+			Bytes:        int64(getU64(meta, keyBytes)),
+			LastSeq:      next - 1,
+			AckedThrough: getU64(meta, keyAckedThrough),
+			DroppedTotal: getU64(meta, keyDroppedTotal),
+		}
+		return nil
+	})
+}
+
+func (b *Buffer) initFile(tx *bolt.Tx) error {
+	meta, err := tx.CreateBucket(bucketMeta)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.CreateBucketIfNotExists(bucketEvents); err != nil {
+		return err
+	}
+	id, err := uuid.NewV7()
+	if err != nil {
+		return fmt.Errorf("new epoch: %w", err)
+	}
+	b.epoch = id.String()
+	b.newFile = true
+	if err := meta.Put(keyFormat, []byte(strconv.Itoa(FormatVersion))); err != nil {
+		return err
+	}
+	if err := meta.Put(keyEpoch, []byte(b.epoch)); err != nil {
+		return err
+	}
+	b.stats = Stats{Epoch: b.epoch}
+	return putU64(meta, keyNextSeq, 1)
+}
+
+// Epoch identifies this buffer file's life; it changes only with a new file.
+func (b *Buffer) Epoch() string { return b.epoch }
+
+// NewEpoch reports whether Open created the file (so a new epoch began).
+func (b *Buffer) NewEpoch() bool { return b.newFile }
+
+// AppendAsync queues events for the next group commit and returns at once,
+// unless the queue is full (then it waits: that is the back-pressure a source
+// feels under the block policy). done runs on the committer goroutine: keep it
+// short. The buffer takes ownership of events and sets their Sequence.
+func (b *Buffer) AppendAsync(ctx context.Context, events []*pb.Event, done Done) error {
+	if len(events) == 0 {
+		done(0, 0, nil)
+		return nil
+	}
+	var size int64
+	for _, ev := range events {
+		size += int64(proto.Size(ev)) + 16
+	}
+	r := &request{events: events, done: done, size: size}
+	b.sendMu.RLock()
+	defer b.sendMu.RUnlock()
+	if b.closed {
+		return ErrClosed
+	}
+	select {
+	case b.reqs <- r:
+		return nil
+	case <-b.closing:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Append queues events and waits until they are committed. It returns the
+// first and last sequence they got.
+func (b *Buffer) Append(ctx context.Context, events ...*pb.Event) (first, last uint64, err error) {
+	type result struct {
+		first, last uint64
+		err         error
+	}
+	ch := make(chan result, 1)
+	if err := b.AppendAsync(ctx, events, func(f, l uint64, err error) { ch <- result{f, l, err} }); err != nil {
+		return 0, 0, err
+	}
+	select {
+	case r := <-ch:
+		return r.first, r.last, r.err
+	case <-ctx.Done():
+		// The append may still commit; the caller must treat it as unknown.
+		return 0, 0, ctx.Err()
+	}
+}
+
+// Ack records that the hub has committed every sequence through seq; the
+// events are deleted with the next commit.
+func (b *Buffer) Ack(seq uint64) {
+	select {
+	case b.acks <- seq:
+	case <-b.closing:
+	}
+}
+
+// MarkSent records the highest sequence handed to the uplink. drop_oldest
+// never drops what may already be at the hub.
+func (b *Buffer) MarkSent(seq uint64) {
+	for {
+		cur := b.sentThrough.Load()
+		if seq <= cur || b.sentThrough.CompareAndSwap(cur, seq) {
+			return
+		}
+	}
+}
+
+// ResetSent sets the sent mark to the hub's resume point after a reconnect.
+func (b *Buffer) ResetSent(seq uint64) { b.sentThrough.Store(seq) }
+
+// Stats returns a snapshot.
+func (b *Buffer) Stats() Stats {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.stats
+}
+
+// Changed returns a channel that is closed after the next commit that adds
+// events. Callers re-read state, then wait on a fresh channel.
+func (b *Buffer) Changed() <-chan struct{} {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.notify
+}
+
+// Batch is a run of stored events read for the uplink.
+type Batch struct {
+	First, Last uint64
+	Events      [][]byte
+}
+
+// ReadAfter returns up to maxEvents stored events (and about maxBytes) with
+// sequences above after, in order. Sequences dropped under drop_oldest are
+// simply absent. The bytes are copies, safe after the call.
+func (b *Buffer) ReadAfter(after uint64, maxEvents int, maxBytes int) (Batch, error) {
+	var out Batch
+	err := b.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketEvents).Cursor()
+		var size int
+		for k, v := c.Seek(seqKey(after + 1)); k != nil; k, v = c.Next() {
+			if len(out.Events) >= maxEvents || (size > 0 && size+len(v) > maxBytes) {
+				break
+			}
+			seq := binary.BigEndian.Uint64(k)
+			if out.First == 0 {
+				out.First = seq
+			}
+			out.Last = seq
+			out.Events = append(out.Events, append([]byte(nil), v...))
+			size += len(v)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Close commits what has been queued, fails what cannot be committed with
+// ErrClosed and closes the file. It is idempotent.
+func (b *Buffer) Close() error {
+	b.closeOnce.Do(func() {
+		close(b.closing)
+		b.sendMu.Lock()
+		b.closed = true
+		b.sendMu.Unlock()
+		close(b.stop)
+		<-b.finished
+		b.closeErr = b.db.Close()
+		b.log.Info("buffer closed", "path", b.path)
+	})
+	return b.closeErr
+}
+
+func seqKey(seq uint64) []byte {
+	k := make([]byte, 8)
+	binary.BigEndian.PutUint64(k, seq)
+	return k
+}
+
+func getU64(bk *bolt.Bucket, key []byte) uint64 {
+	v := bk.Get(key)
+	if len(v) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(v)
+}
+
+func putU64(bk *bolt.Bucket, key []byte, v uint64) error {
+	return bk.Put(key, seqKey(v))
+}
