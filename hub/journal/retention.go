@@ -1,0 +1,83 @@
+package journal
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/plantsync/plantsync/proto/plantsync/v1"
+)
+
+// pruneChunk bounds one pruning transaction so commits are never held long.
+const pruneChunk = 10000
+
+// Prune deletes records beyond the retention bounds, oldest first, with
+// their dedup index entries. It returns how many it deleted. Pruning runs on
+// the committer goroutine (every Retention.Interval); tests call it directly.
+func (j *Bolt) Prune() (int, error) {
+	total := 0
+	for {
+		n, more, err := j.pruneOnce()
+		total += n
+		if err != nil || !more {
+			if total > 0 {
+				j.log.Info("journal pruned", "records", total)
+			}
+			return total, err
+		}
+	}
+}
+
+func (j *Bolt) pruneOnce() (n int, more bool, err error) {
+	r := j.opts.Retention
+	cutoff := j.opts.Now().Add(-r.MaxAge)
+	var st Stats
+	err = j.db.Update(func(tx *bolt.Tx) error {
+		st = j.Stats()
+		meta, jb, ids := tx.Bucket(bucketMeta), tx.Bucket(bucketJournal), tx.Bucket(bucketIDs)
+		c := jb.Cursor()
+		for k, v := c.First(); k != nil; k, v = c.First() {
+			if n >= pruneChunk {
+				more = true
+				break
+			}
+			overBytes := r.MaxBytes > 0 && st.Bytes > r.MaxBytes
+			var rec pb.JournalRecord
+			if err := proto.Unmarshal(v, &rec); err != nil {
+				return fmt.Errorf("%w: record %d: %v", ErrCorrupt, binary.BigEndian.Uint64(k), err)
+			}
+			overAge := r.MaxAge > 0 && rec.GetReceivedAt().AsTime().Before(cutoff)
+			if !overBytes && !overAge {
+				break
+			}
+			if err := ids.Delete([]byte(rec.GetEventId())); err != nil {
+				return err
+			}
+			st.Bytes -= int64(len(v) + 8)
+			st.Records--
+			if err := jb.Delete(k); err != nil {
+				return err
+			}
+			n++
+		}
+		st.FirstPosition = 0
+		if k, _ := c.First(); k != nil {
+			st.FirstPosition = binary.BigEndian.Uint64(k)
+		}
+		st.PrunedTotal += uint64(n)
+		if err := putU64(meta, keyCount, st.Records); err != nil {
+			return err
+		}
+		return putU64(meta, keyBytes, uint64(st.Bytes))
+	})
+	if err != nil {
+		return 0, false, err
+	}
+	j.mu.Lock()
+	// Commits run on the same goroutine, so nothing changed stats meanwhile.
+	j.stats = st
+	j.mu.Unlock()
+	return n, more, nil
+}
