@@ -51,9 +51,19 @@ proto:
 		--go-grpc_out=proto --go-grpc_opt=paths=source_relative \
 		$(PROTO_FILES)
 
-# Fails when the committed generated code differs from what `make proto` makes.
+# Fails when the committed generated code differs from what `make proto` makes,
+# including generated files git does not track yet (a new .proto whose .pb.go
+# was never added). GIT_OPTIONAL_LOCKS=0: a read-only check must not take the
+# index lock from a concurrent git command.
 proto-check: proto
-	@git diff --exit-code -- proto/ || { echo "generated protobuf code is stale: run 'make proto' and commit" >&2; exit 1; }
+	@git rev-parse --is-inside-work-tree >/dev/null 2>&1 || { echo "proto-check: not a git work tree; it compares generated code against git" >&2; exit 1; }
+	@changes="$$(GIT_OPTIONAL_LOCKS=0 git status --porcelain --untracked-files=all -- proto/)"; \
+	if [ -n "$$changes" ]; then \
+		echo "generated protobuf code is stale or uncommitted: run 'make proto' and commit proto/" >&2; \
+		echo "$$changes" >&2; \
+		GIT_OPTIONAL_LOCKS=0 git --no-pager diff -- proto/ >&2; \
+		exit 1; \
+	fi
 
 clean:
 	rm -rf $(BIN)

@@ -168,7 +168,7 @@ func openBolt(path string, cfg Config) (db *bolt.DB, err error) {
 		}
 	}
 	db, err = bolt.Open(path, 0o600, &bolt.Options{
-		Timeout:        cfg.OpenTimeout,
+		Timeout: cfg.OpenTimeout,
 		// The freelist is synced: with NoFreelistSync bbolt rebuilds it on
 		// open by walking every page in a goroutine of its own, where a
 		// damaged page panics beyond any recover.

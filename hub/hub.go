@@ -1,0 +1,152 @@
+package hub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/plantsync/plantsync/hub/ingest"
+	"github.com/plantsync/plantsync/hub/journal"
+)
+
+// Hub is one running plantsync-hub.
+type Hub struct {
+	cfg Config
+	log *slog.Logger
+	reg *prometheus.Registry
+
+	journal *journal.Bolt
+	ingest  *ingest.Server
+	http    *http.Server
+	lis     net.Listener
+
+	stopOnce sync.Once
+	stopErr  error
+}
+
+// New assembles a hub from a validated config.
+func New(cfg Config, logger *slog.Logger) *Hub {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return &Hub{cfg: cfg, log: logger, reg: reg}
+}
+
+// Start opens the stores, then the HTTP API, then agent ingest.
+func (h *Hub) Start(ctx context.Context) (err error) {
+	defer func() {
+		if err != nil {
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			_ = h.Shutdown(sctx)
+		}
+	}()
+	j, err := journal.OpenBolt(journal.BoltOptions{
+		Path:           h.cfg.JournalPath(),
+		Retention:      h.cfg.Storage.Retention,
+		CommitInterval: h.cfg.Storage.CommitInterval,
+		Logger:         h.log.With("component", "journal"),
+	})
+	if err != nil {
+		return err
+	}
+	h.journal = j
+	h.registerJournalMetrics()
+
+	lis, err := net.Listen("tcp", h.cfg.HTTP.Listen)
+	if err != nil {
+		return fmt.Errorf("http.listen %s: %w", h.cfg.HTTP.Listen, err)
+	}
+	h.lis = lis
+	h.http = &http.Server{Handler: h.routes(), ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		var err error
+		if h.cfg.HTTP.TLS.Cert != "" {
+			err = h.http.ServeTLS(lis, h.cfg.HTTP.TLS.Cert, h.cfg.HTTP.TLS.Key)
+		} else {
+			err = h.http.Serve(lis)
+		}
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			h.log.Error("http listener failed", "error", err)
+		}
+	}()
+	h.log.Info("http listening", "addr", lis.Addr().String())
+
+	h.ingest = ingest.New(h.cfg.GRPC, j, h.log.With("component", "ingest"), h.reg)
+	if err := h.ingest.Start(ctx); err != nil {
+		return err
+	}
+	h.log.Info("hub started", "grpc", h.ingest.Addr(), "http", h.URL())
+	return nil
+}
+
+// URL is the base URL of the HTTP API.
+func (h *Hub) URL() string {
+	if h.lis == nil {
+		return ""
+	}
+	scheme := "http"
+	if h.cfg.HTTP.TLS.Cert != "" {
+		scheme = "https"
+	}
+	return scheme + "://" + h.lis.Addr().String()
+}
+
+// GRPCAddr is the bound agent ingest address.
+func (h *Hub) GRPCAddr() string {
+	if h.ingest == nil {
+		return ""
+	}
+	return h.ingest.Addr()
+}
+
+// Journal exposes the journal to tests.
+func (h *Hub) Journal() journal.Journal { return h.journal }
+
+// Shutdown stops ingest, finishes journal writes, stops the API and closes
+// the stores. Idempotent, safe without Start.
+func (h *Hub) Shutdown(ctx context.Context) error {
+	h.stopOnce.Do(func() {
+		var errs []error
+		if h.ingest != nil {
+			errs = append(errs, h.ingest.Shutdown(ctx))
+		}
+		if h.http != nil {
+			errs = append(errs, h.http.Shutdown(ctx))
+		}
+		if h.journal != nil {
+			errs = append(errs, h.journal.Close())
+		}
+		h.stopErr = errors.Join(errs...)
+		h.log.Info("hub stopped")
+	})
+	return h.stopErr
+}
+
+func (h *Hub) registerJournalMetrics() {
+	j := h.journal
+	g := func(name, help string, f func(journal.Stats) float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return f(j.Stats()) })
+	}
+	c := func(name, help string, f func(journal.Stats) float64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return f(j.Stats()) })
+	}
+	h.reg.MustRegister(
+		g("plantsync_hub_journal_last_position", "Highest journal position.", func(s journal.Stats) float64 { return float64(s.LastPosition) }),
+		g("plantsync_hub_journal_records", "Records retained in the journal.", func(s journal.Stats) float64 { return float64(s.Records) }),
+		g("plantsync_hub_journal_bytes", "Bytes retained in the journal.", func(s journal.Stats) float64 { return float64(s.Bytes) }),
+		c("plantsync_hub_journal_duplicates_total", "Events dropped as duplicates since start.", func(s journal.Stats) float64 { return float64(s.DuplicateTotal) }),
+		c("plantsync_hub_journal_rejected_total", "Events kept as rejected since start.", func(s journal.Stats) float64 { return float64(s.RejectedTotal) }),
+		c("plantsync_hub_journal_pruned_total", "Records pruned by retention since start.", func(s journal.Stats) float64 { return float64(s.PrunedTotal) }),
+	)
+}

@@ -1,0 +1,5 @@
+package config
+
+import "io"
+
+var ioEOF = io.EOF
