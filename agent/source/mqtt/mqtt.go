@@ -85,17 +85,19 @@ func (s *Source) Start(ctx context.Context) error {
 }
 
 func (s *Source) onConnect(c paho.Client) {
+	// paho runs this handler on its own goroutine, so waiting is fine. The
+	// source reports running only once every subscription is in place.
 	s.log.Info("mqtt connected", "brokers", s.cfg.Brokers)
 	s.m.connected.Set(1)
 	for i := range s.cfg.Subscriptions {
 		sub := s.cfg.Subscriptions[i]
 		tok := c.Subscribe(sub.Topic, sub.QoS, func(_ paho.Client, msg paho.Message) { s.handle(sub, msg) })
-		go func() {
-			if !tok.WaitTimeout(s.cfg.ConnectTimeout) || tok.Error() != nil {
-				s.setHealth(source.StateDegraded, true, fmt.Errorf("subscribe %q: %v", sub.Topic, tok.Error()))
-				s.log.Error("mqtt subscribe failed", "topic", sub.Topic, "error", tok.Error())
-			}
-		}()
+		if !tok.WaitTimeout(s.cfg.ConnectTimeout) || tok.Error() != nil {
+			err := fmt.Errorf("subscribe %q: %v", sub.Topic, tok.Error())
+			s.setHealth(source.StateDegraded, true, err)
+			s.log.Error("mqtt subscribe failed", "topic", sub.Topic, "error", tok.Error())
+			return
+		}
 	}
 	s.setHealth(source.StateRunning, true, nil)
 }
