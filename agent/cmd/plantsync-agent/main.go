@@ -11,12 +11,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"time"
 
 	"github.com/plantsync/plantsync/agent"
 	"github.com/plantsync/plantsync/internal/buildinfo"
 	"github.com/plantsync/plantsync/internal/cli"
+	"github.com/plantsync/plantsync/internal/config"
 	"github.com/plantsync/plantsync/internal/pki"
 )
 
@@ -25,6 +27,8 @@ const usage = `usage:
   plantsync-agent validate -config FILE   check a config and exit (non-zero lists every problem)
   plantsync-agent pki csr -id ID -key FILE -out FILE
                                           make a key (if missing) and a certificate signing request for the hub
+  plantsync-agent status [-config FILE | -addr HOST:PORT]
+                                          show the running agent's status (buffer, uplink, sources)
   plantsync-agent version                 print version, commit and build date
 `
 
@@ -89,6 +93,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stdout, "wrote %s; on the hub run: plantsync-hub pki issue-agent -id %s -plant PLANT -csr %s -out DIR\n", *out, *id, *out)
 		return 0
+	case "status":
+		return status(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, buildinfo.String("plantsync-agent"))
 		return 0
@@ -98,4 +104,39 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "unknown command %q\n%s", args[0], usage)
 	return 2
+}
+
+// status asks the running agent over its loopback admin API: the bbolt
+// files are locked by the running agent, so the CLI never opens them.
+func status(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "/etc/plantsync-agent/agent.yaml", "config file (to find metrics.listen)")
+	addr := fs.String("addr", "", "admin address, overrides -config")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *addr == "" {
+		cfg := agent.NewDefaultConfig()
+		if err := config.Load(*path, &cfg); err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		*addr = cfg.Metrics.Listen
+	}
+	client := &http.Client{Timeout: 5 * time.Second}
+	resp, err := client.Get("http://" + *addr + "/api/v1/status")
+	if err != nil {
+		fmt.Fprintf(stderr, "status: is the agent running? %v\n", err)
+		return 1
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(stdout, resp.Body); err != nil {
+		fmt.Fprintln(stderr, "status:", err)
+		return 1
+	}
+	if resp.StatusCode != http.StatusOK {
+		return 1
+	}
+	return 0
 }
