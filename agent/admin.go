@@ -92,6 +92,12 @@ func (a *Agent) routes() http.Handler {
 	mux.HandleFunc("GET /api/v1/status", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, a.Status())
 	})
+	for _, ns := range a.sources {
+		if ah, ok := ns.src.(source.AdminHandler); ok {
+			prefix := "/api/v1/sources/" + ns.name
+			mux.Handle(prefix+"/", http.StripPrefix(prefix, ah.Admin()))
+		}
+	}
 	return mux
 }
 

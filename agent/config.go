@@ -93,10 +93,13 @@ func NewDefaultConfig() Config {
 // including checks of referenced files and certificates.
 func LoadConfig(path string) (Config, error) {
 	cfg := NewDefaultConfig()
-	if err := config.Load(path, &cfg); err != nil {
+	// Key and type problems do not stop decoding, so they are reported
+	// together with everything Validate and the file checks find.
+	errs, err := config.LoadAll(path, &cfg)
+	if err != nil {
 		return cfg, err
 	}
-	errs := cfg.resolveSources(path)
+	errs = append(errs, cfg.resolveSources()...)
 	errs = append(errs, cfg.Validate()...)
 	errs = append(errs, cfg.checkFiles(time.Now())...)
 	return cfg, config.Join(path, errs)
@@ -104,7 +107,7 @@ func LoadConfig(path string) (Config, error) {
 
 var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 
-func (c *Config) resolveSources(path string) []error {
+func (c *Config) resolveSources() []error {
 	factories, err := Components()
 	if err != nil {
 		return []error{err}
@@ -124,14 +127,12 @@ func (c *Config) resolveSources(path string) []error {
 			continue
 		}
 		cfg := f.NewDefaultConfig()
-		raw, err := yaml.Marshal(e.node)
-		if err == nil {
-			err = config.Decode(fmt.Sprintf("%s %s (line %d)", path, p, e.line), raw, cfg)
-		}
+		problems, err := config.DecodeNodeAll(p, e.node, cfg)
 		if err != nil {
-			errs = append(errs, errors.Unwrap(err))
+			errs = append(errs, err)
 			continue
 		}
+		errs = append(errs, problems...)
 		e.Config = cfg
 	}
 	return errs

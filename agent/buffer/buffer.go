@@ -40,6 +40,8 @@ var (
 var (
 	bucketMeta   = []byte("meta")
 	bucketEvents = []byte("events")
+	// bucketState holds one nested bucket per source name.
+	bucketState = []byte("source_state")
 
 	keyFormat       = []byte("format")
 	keyEpoch        = []byte("epoch")
@@ -66,8 +68,18 @@ type Done func(first, last uint64, err error)
 
 type request struct {
 	events []*pb.Event
+	state  []StateWrite
 	done   Done
 	size   int64 // estimated, for the space check before encoding
+}
+
+// StateWrite is a source's own small state (e.g. a recent-ids window)
+// committed in the same transaction as the events it belongs to, so that
+// after a crash either both are there or neither is.
+type StateWrite struct {
+	Source string
+	Key    []byte
+	Value  []byte // nil deletes the key
 }
 
 // Stats is a snapshot of the buffer.
@@ -274,7 +286,13 @@ func (b *Buffer) NewEpoch() bool { return b.newFile }
 // feels under the block policy). done runs on the committer goroutine: keep it
 // short. The buffer takes ownership of events and sets their Sequence.
 func (b *Buffer) AppendAsync(ctx context.Context, events []*pb.Event, done Done) error {
-	if len(events) == 0 {
+	return b.AppendWithState(ctx, events, nil, done)
+}
+
+// AppendWithState is AppendAsync plus source state written in the same
+// commit. State bytes do not count against max_bytes; keep them small.
+func (b *Buffer) AppendWithState(ctx context.Context, events []*pb.Event, state []StateWrite, done Done) error {
+	if len(events) == 0 && len(state) == 0 {
 		done(0, 0, nil)
 		return nil
 	}
@@ -282,7 +300,7 @@ func (b *Buffer) AppendAsync(ctx context.Context, events []*pb.Event, done Done)
 	for _, ev := range events {
 		size += int64(proto.Size(ev)) + 16
 	}
-	r := &request{events: events, done: done, size: size}
+	r := &request{events: events, state: state, done: done, size: size}
 	b.sendMu.RLock()
 	defer b.sendMu.RUnlock()
 	if b.closed {
@@ -419,4 +437,20 @@ func getU64(bk *bolt.Bucket, key []byte) uint64 {
 
 func putU64(bk *bolt.Bucket, key []byte, v uint64) error {
 	return bk.Put(key, seqKey(v))
+}
+
+// ReadState calls fn for every key of a source's committed state, in key
+// order. The bytes are only valid during fn.
+func (b *Buffer) ReadState(source string, fn func(key, value []byte) error) error {
+	return b.db.View(func(tx *bolt.Tx) error {
+		root := tx.Bucket(bucketState)
+		if root == nil {
+			return nil
+		}
+		bk := root.Bucket([]byte(source))
+		if bk == nil {
+			return nil
+		}
+		return bk.ForEach(fn)
+	})
 }

@@ -183,6 +183,9 @@ func (b *Buffer) commitGroup(pending []*request, ackTo uint64) (n int, err error
 					break // what is left is in flight to the hub; wait for its ack
 				}
 			}
+			if err := writeState(tx, r.state); err != nil {
+				return err
+			}
 			first := next
 			for _, ev := range r.events {
 				ev.Sequence = next
@@ -192,7 +195,11 @@ func (b *Buffer) commitGroup(pending []*request, ackTo uint64) (n int, err error
 				next++
 			}
 			added += len(r.events)
-			results = append(results, outcome{first: first, last: next - 1})
+			if len(r.events) == 0 {
+				results = append(results, outcome{})
+			} else {
+				results = append(results, outcome{first: first, last: next - 1})
+			}
 		}
 		if len(dropped) > 0 {
 			ev := b.overflowEvent(dropped, next)
@@ -367,4 +374,29 @@ func (b *Buffer) setBlocked(blocked bool) {
 	} else if !blocked && was {
 		b.log.Info("buffer accepting appends again")
 	}
+}
+
+func writeState(tx *bolt.Tx, writes []StateWrite) error {
+	if len(writes) == 0 {
+		return nil
+	}
+	root, err := tx.CreateBucketIfNotExists(bucketState)
+	if err != nil {
+		return err
+	}
+	for _, w := range writes {
+		bk, err := root.CreateBucketIfNotExists([]byte(w.Source))
+		if err != nil {
+			return fmt.Errorf("source state %q: %w", w.Source, err)
+		}
+		if w.Value == nil {
+			err = bk.Delete(w.Key)
+		} else {
+			err = bk.Put(w.Key, w.Value)
+		}
+		if err != nil {
+			return fmt.Errorf("source state %q: %w", w.Source, err)
+		}
+	}
+	return nil
 }

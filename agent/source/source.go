@@ -9,6 +9,7 @@ package source
 import (
 	"context"
 	"log/slog"
+	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -26,6 +27,13 @@ type Common struct {
 // commit; only then may the source acknowledge its peer.
 type Sink interface {
 	AppendAsync(ctx context.Context, events []*pb.Event, done buffer.Done) error
+	// AppendWithState also commits the source's own state in the same
+	// transaction (see buffer.StateWrite).
+	AppendWithState(ctx context.Context, events []*pb.Event, state []buffer.StateWrite, done buffer.Done) error
+	// ReadState loads what AppendWithState committed, e.g. at Start.
+	ReadState(source string, fn func(key, value []byte) error) error
+	// Stats tells, among other things, whether appends are held (Blocked).
+	Stats() buffer.Stats
 }
 
 // Env is what the agent gives each source.
@@ -65,6 +73,15 @@ type Source interface {
 	// Shutdown is idempotent, safe without Start and honours ctx's deadline.
 	Shutdown(ctx context.Context) error
 	Health() Health
+}
+
+// AdminHandler is implemented by sources that offer operations on the
+// agent's loopback admin API (e.g. listing and replaying quarantined
+// messages). The agent mounts the handler at /api/v1/sources/<name>/ with
+// that prefix stripped; the agent's CLI subcommands call it while the agent
+// runs, because the agent holds the lock on its state files.
+type AdminHandler interface {
+	Admin() http.Handler
 }
 
 // Config is a source's typed configuration.
