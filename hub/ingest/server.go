@@ -192,14 +192,21 @@ func (s *Server) Stream(stream pb.Uplink_StreamServer) error {
 	s.m.streams.Inc()
 	defer s.m.streams.Dec()
 
-	sess := &session{s: s, stream: stream, id: id, plant: plant, epoch: epoch, producer: producer,
-		ackSignal: make(chan struct{}, 1), failed: make(chan error, 1)}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	sess := &session{s: s, stream: stream, id: id, plant: plant, epoch: epoch, producer: producer,
+		ackSignal: make(chan struct{}, 1), failed: make(chan error, 1), cancel: cancel}
 	ackDone := make(chan error, 1)
 	go func() { ackDone <- sess.sendAcks(ctx) }()
 	err = sess.receive(ctx)
 	cancel()
+	select {
+	case ferr := <-sess.failed:
+		// A failed journal commit ended the stream: the agent resends
+		// from its last ack after reconnecting.
+		err = ferr
+	default:
+	}
 	if ackErr := <-ackDone; err == nil && ackErr != nil && !errors.Is(ackErr, context.Canceled) {
 		err = ackErr
 	}
@@ -260,6 +267,8 @@ type session struct {
 	ackThrough       atomic.Uint64
 	ackSignal        chan struct{}
 	failed           chan error
+	// cancel ends the stream (unblocking Recv) when a commit fails.
+	cancel context.CancelFunc
 }
 
 func (ss *session) receive(ctx context.Context) error {
@@ -267,11 +276,6 @@ func (ss *session) receive(ctx context.Context) error {
 		msg, err := ss.stream.Recv()
 		if err != nil {
 			return err
-		}
-		select {
-		case err := <-ss.failed:
-			return err
-		default:
 		}
 		switch m := msg.GetMsg().(type) {
 		case *pb.AgentMessage_Batch:
@@ -336,6 +340,7 @@ func (ss *session) batch(ctx context.Context, b *pb.Batch) error {
 			case ss.failed <- status.Errorf(codes.Unavailable, "journal: %v", err):
 			default:
 			}
+			ss.cancel()
 			return
 		}
 		s.m.events.WithLabelValues("journaled").Add(float64(o.Journaled))
