@@ -4,6 +4,8 @@
 #   make interop  tests against third-party peers (mosquitto, node-opcua, Tryton)
 #   make bench    benchmarks (separate processes, mTLS, fsync)
 #   make proto    regenerate committed protobuf code with pinned generators
+#   make package  .deb and .rpm of agent and hub in dist/ (nfpm, a pinned Go tool)
+#   make image    the hub container image as an OCI tarball in dist/ (no daemon needed)
 
 GO        ?= go
 BIN       := bin
@@ -16,7 +18,7 @@ LDFLAGS   := -s -w -X github.com/plantsync/plantsync/internal/buildinfo.Version=
              -X github.com/plantsync/plantsync/internal/buildinfo.Date=$(DATE)
 export CGO_ENABLED := 0
 
-.PHONY: all build run test interop bench proto proto-check clean
+.PHONY: all build run test interop bench proto proto-check package image clean
 
 all: build
 
@@ -40,6 +42,8 @@ bench: build
 	$(GO) run ./e2e/cmd/bench -bin $(BIN)
 
 PROTO_FILES := $(wildcard proto/plantsync/v1/*.proto)
+# Third-party wire contracts the agent decodes (no services, so no gRPC code).
+PROTO_MSG_FILES := $(wildcard proto/sparkplug/*.proto)
 
 proto:
 	@command -v protoc >/dev/null || { echo "protoc not found: apt-get install protobuf-compiler libprotobuf-dev" >&2; exit 1; }
@@ -50,6 +54,9 @@ proto:
 		--go_out=proto --go_opt=paths=source_relative \
 		--go-grpc_out=proto --go-grpc_opt=paths=source_relative \
 		$(PROTO_FILES)
+	PATH="$(CURDIR)/$(BIN)/tools:$$PATH" protoc -I proto \
+		--go_out=proto --go_opt=paths=source_relative \
+		$(PROTO_MSG_FILES)
 
 # Fails when the committed generated code differs from what `make proto` makes,
 # including generated files git does not track yet (a new .proto whose .pb.go
@@ -64,6 +71,23 @@ proto-check: proto
 		GIT_OPTIONAL_LOCKS=0 git --no-pager diff -- proto/ >&2; \
 		exit 1; \
 	fi
+
+# Packaging (packaging/README.md). The script checks that the binaries carry
+# VERSION and COMMIT and writes the shipped plugins' checksums into the
+# packaged example configs.
+DIST      := dist
+PKGENV     = VERSION='$(VERSION)' COMMIT='$(COMMIT)' DATE='$(DATE)' GO='$(GO)' BIN='$(BIN)'
+
+package: build
+	$(PKGENV) bash packaging/package.sh packages
+
+# FROM scratch, built with go-containerregistry; packaging/container/Dockerfile
+# describes the same image, and dist/image-context/ is its build context.
+image: build
+	$(PKGENV) bash packaging/package.sh stage
+	rm -f $(DIST)/plantsync-hub-*.oci.tar
+	$(GO) run ./packaging/container -stage $(DIST)/stage/hub -version '$(VERSION)' -commit '$(COMMIT)' -created '$(DATE)' \
+		-out $(DIST)/plantsync-hub-$(VERSION)-$$($(GO) env GOARCH).oci.tar -context $(DIST)/image-context
 
 clean:
 	rm -rf $(BIN)

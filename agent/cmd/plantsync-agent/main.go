@@ -59,6 +59,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		log := cli.Logger(stderr, cfg.Log.Level, cfg.Log.Format).With("program", "plantsync-agent")
 		a, err := agent.New(cfg, log)
 		if err == nil {
+			a.SetConfigFile(*path) // SIGHUP re-reads it
 			err = cli.Run(a, log, 30*time.Second)
 		}
 		if err != nil {

@@ -61,7 +61,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 0
 		}
 		log := cli.Logger(stderr, cfg.Log.Level, cfg.Log.Format).With("program", "plantsync-hub")
-		if err := cli.Run(hub.New(cfg, log), log, 30*time.Second); err != nil {
+		h := hub.New(cfg, log)
+		h.SetConfigFile(*path) // SIGHUP re-reads it
+		if err := cli.Run(h, log, 30*time.Second); err != nil {
 			log.Error("hub failed", "error", err)
 			return 1
 		}
