@@ -162,7 +162,7 @@ func (c *Config) Validate() []error {
 		errs = append(errs, fmt.Errorf("log.format: %q; want text or json", c.Log.Format))
 	}
 	if len(c.Sources) == 0 {
-		errs = append(errs, errors.New("sources: at least one source is required"))
+		errs = append(errs, errors.New("sources: at least one source is required; add e.g. an mqtt source as in configs/agent.example.yaml"))
 	}
 	seen := map[string]int{}
 	for i, e := range c.Sources {
@@ -188,14 +188,21 @@ func (c *Config) checkFiles(now time.Time) []error {
 		if path == "" {
 			continue
 		}
-		if _, err := pki.CheckCertFile(path, now); err != nil {
+		cert, err := pki.CheckCertFile(path, now)
+		switch {
+		case err != nil:
 			errs = append(errs, fmt.Errorf("%s: %v", field, err))
+		case field == "uplink.tls.ca" && !cert.IsCA:
+			// Otherwise the agent would fail only when it connects.
+			errs = append(errs, fmt.Errorf("%s: %s holds %q, not a CA certificate; use the ca.crt that `plantsync-hub pki issue-agent` wrote", field, path, cert.Subject.CommonName))
 		}
 	}
 	if c.Uplink.TLS.Key != "" {
 		if _, err := pki.CheckKeyFile(c.Uplink.TLS.Key); err != nil {
 			errs = append(errs, fmt.Errorf("uplink.tls.key: %v", err))
-		} else if c.Uplink.TLS.Cert != "" {
+		} else if cert, _ := pki.CheckCertFile(c.Uplink.TLS.Cert, now); cert != nil {
+			// Only when the certificate could be read: a missing or
+			// unparsable one is reported above already.
 			if err := pki.CheckPair(c.Uplink.TLS.Cert, c.Uplink.TLS.Key); err != nil {
 				errs = append(errs, fmt.Errorf("uplink.tls.key: %v", err))
 			}
@@ -205,7 +212,9 @@ func (c *Config) checkFiles(now time.Time) []error {
 		if cert, err := pki.CheckCertFile(c.Uplink.TLS.Cert, now); err == nil {
 			if id, plant, err := pki.AgentIdentity(cert); err != nil {
 				errs = append(errs, fmt.Errorf("uplink.tls.cert: %v", err))
-			} else if id != c.Agent.ID || plant != c.Agent.Plant {
+			} else if (id != c.Agent.ID || plant != c.Agent.Plant) && pki.ValidateID(c.Agent.ID) == nil && pki.ValidatePlant(c.Agent.Plant) == nil {
+				// An invalid agent.id or agent.plant is reported by Validate;
+				// suggesting a certificate for it would not help.
 				errs = append(errs, fmt.Errorf("uplink.tls.cert: certificate is for agent %q at plant %q, but agent.id/plant say %q/%q; fix agent.id and agent.plant or issue a certificate with `plantsync-hub pki issue-agent -id %s -plant %s`", id, plant, c.Agent.ID, c.Agent.Plant, c.Agent.ID, c.Agent.Plant))
 			}
 		}
