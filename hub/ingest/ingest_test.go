@@ -365,6 +365,36 @@ func TestRefusedClientCertificates(t *testing.T) {
 	if got := len(journaledIDs(t, h.j)); got != 4 {
 		t.Fatalf("journal holds %d events, want the 4 of the good agent", got)
 	}
+	// Each refusal is visible at the hub: a log line and a counter.
+	if n := strings.Count(h.logs.String(), "refused during the TLS handshake"); n < 4 {
+		t.Fatalf("hub logged %d refused handshakes, want at least 4:\n%s", n, h.logs.String())
+	}
+	if got := (counterOf(t, h.reg, "plantsync_hub_ingest_stream_errors_total", "handshake")); got < 4 {
+		t.Fatalf("stream_errors_total{kind=handshake} = %v, want at least 4", got)
+	}
+}
+
+// counterOf finds one labelled counter in a registry's gathered metrics.
+func counterOf(t *testing.T, reg *prometheus.Registry, name, kind string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "kind" && l.GetValue() == kind {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	t.Fatalf("%s{kind=%q} not found", name, kind)
+	return 0
 }
 
 // refusedStream opens a stream, says hello and returns the error that ends

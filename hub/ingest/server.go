@@ -78,7 +78,11 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	s.lis = lis
 	s.grpc = grpc.NewServer(
-		grpc.Creds(credentials.NewTLS(tlsCfg)),
+		grpc.Creds(loggedCreds{
+			TransportCredentials: credentials.NewTLS(tlsCfg),
+			log:                  s.log,
+			refused:              func() { s.m.streamErrors.WithLabelValues("handshake").Inc() },
+		}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.MaxRecvMsgSize(16<<20),
