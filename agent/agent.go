@@ -35,6 +35,8 @@ type Agent struct {
 
 	stopOnce sync.Once
 	stopErr  error
+
+	reload reloadState // SIGHUP reloads: see reload.go
 }
 
 type namedSource struct {

@@ -5,9 +5,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -178,7 +180,16 @@ func openBolt(path string, cfg Config) (db *bolt.DB, err error) {
 		if fileSize == 0 {
 			return nil, fmt.Errorf("%w: %s is empty (a torn first write?); move it aside to start a new epoch", ErrCorrupt, path)
 		}
+		// Checked before bbolt maps the file: it reads pages (the freelist
+		// first) beyond a truncated end, which faults, and a fault is a
+		// fatal crash, not a panic.
+		if want, ok := metaSize(path); ok && want > fileSize {
+			return nil, fmt.Errorf("%w: %s is truncated: %d bytes on disk, its metadata needs %d; move it aside to start a new epoch (its unsent events are then lost)", ErrCorrupt, path, fileSize, want)
+		}
 	}
+	// Other damage can still point bbolt beyond the file: make the fault a
+	// panic that the recover above reports as ErrCorrupt.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	db, err = bolt.Open(path, 0o600, &bolt.Options{
 		Timeout: cfg.OpenTimeout,
 		// The freelist is synced: with NoFreelistSync bbolt rebuilds it on
@@ -201,6 +212,48 @@ func openBolt(path string, cfg Config) (db *bolt.DB, err error) {
 		}
 	}
 	return db, nil
+}
+
+// metaSize reads bbolt's two meta pages the way bbolt does (the valid one
+// with the higher transaction id wins) and returns the file size it records:
+// high-water page times page size. ok is false when neither meta page is
+// valid; bolt.Open reports that.
+func metaSize(path string) (size int64, ok bool) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, false
+	}
+	defer f.Close()
+	// bbolt v1 layout: a 16-byte page header, then the meta fields in
+	// native byte order: magic, version, page size, flags (uint32), root
+	// bucket (16 bytes), freelist, high-water page, txid, checksum (FNV-64a
+	// of the 56 bytes before it).
+	read := func(off int64) (pageSize, hwm, txid uint64, ok bool) {
+		b := make([]byte, 16+64)
+		if _, err := f.ReadAt(b, off); err != nil {
+			return 0, 0, 0, false
+		}
+		m, ne := b[16:], binary.NativeEndian
+		h := fnv.New64a()
+		_, _ = h.Write(m[:56])
+		if ne.Uint32(m[0:]) != 0xED0CDAED || ne.Uint32(m[4:]) != 2 || h.Sum64() != ne.Uint64(m[56:]) {
+			return 0, 0, 0, false
+		}
+		return uint64(ne.Uint32(m[8:])), ne.Uint64(m[40:]), ne.Uint64(m[48:]), true
+	}
+	ps0, hwm0, tx0, ok0 := read(0)
+	second := int64(ps0)
+	if !ok0 {
+		second = int64(os.Getpagesize())
+	}
+	ps1, hwm1, tx1, ok1 := read(second)
+	switch {
+	case ok0 && (!ok1 || tx0 >= tx1):
+		return int64(hwm0 * ps0), true
+	case ok1:
+		return int64(hwm1 * ps1), true
+	}
+	return 0, false
 }
 
 func (b *Buffer) load(existed bool) (err error) {

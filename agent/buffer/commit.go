@@ -208,9 +208,6 @@ func (b *Buffer) commitGroup(pending []*request, ackTo uint64) (n int, err error
 			}
 			next++
 			added++
-			for _, rg := range dropped {
-				st.DroppedTotal += rg.Last - rg.First + 1
-			}
 		}
 		st.LastSeq = next - 1
 		if err := putU64(meta, keyNextSeq, next); err != nil {
@@ -315,6 +312,9 @@ func dropOldest(events *bolt.Bucket, st *Stats, from uint64, need int64) ([]*pb.
 		freed += size
 		st.Bytes -= size
 		st.Events--
+		// Counted here, once per deleted event: the carried ranges of a
+		// dropped report were counted when they were dropped.
+		st.DroppedTotal++
 		from = seq + 1
 		if cur != nil && cur.Last+1 == seq {
 			cur.Last = seq

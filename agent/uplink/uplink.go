@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 
@@ -70,6 +71,17 @@ func (u *Uplink) Start(ctx context.Context) error {
 	conn, err := grpc.NewClient(u.cfg.Hub,
 		grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 20 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
+		// The channel redials on a backoff of its own (gRPC's default: 1 s
+		// growing to 120 s) and fails streams fast meanwhile, so without
+		// this the agent would wait out gRPC's backoff, not backoff_max,
+		// before seeing a hub that is back. MinConnectTimeout must be set
+		// with it, or a dial attempt is cut after the (short) backoff.
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff: backoff.Config{
+				BaseDelay: u.cfg.BackoffInitial, Multiplier: 2, Jitter: 0.2, MaxDelay: u.cfg.BackoffMax,
+			},
+			MinConnectTimeout: 20 * time.Second,
+		}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(4<<20)),
 	)
 	if err != nil {
