@@ -53,6 +53,9 @@ type Server struct {
 	lis      net.Listener
 	serveErr chan error
 	stopOnce sync.Once
+	// stopping is closed by Shutdown: open streams end at once (agents
+	// never end theirs), so GracefulStop does not wait out its deadline.
+	stopping chan struct{}
 
 	mu   sync.Mutex
 	live map[string]*Live
@@ -63,7 +66,7 @@ func New(cfg Config, j journal.Journal, logger *slog.Logger, reg prometheus.Regi
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Server{cfg: cfg, journal: j, log: logger, m: newMetrics(reg), live: map[string]*Live{}}
+	return &Server{cfg: cfg, journal: j, log: logger, m: newMetrics(reg), live: map[string]*Live{}, stopping: make(chan struct{})}
 }
 
 // Start loads the TLS material, listens and serves in the background.
@@ -110,6 +113,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	s.stopOnce.Do(func() {
+		close(s.stopping)
 		done := make(chan struct{})
 		go func() { s.grpc.GracefulStop(); close(done) }()
 		select {
@@ -202,7 +206,15 @@ func (s *Server) Stream(stream pb.Uplink_StreamServer) error {
 		ackSignal: make(chan struct{}, 1), failed: make(chan error, 1), cancel: cancel}
 	ackDone := make(chan error, 1)
 	go func() { ackDone <- sess.sendAcks(ctx) }()
-	err = sess.receive(ctx)
+	recvDone := make(chan error, 1)
+	go func() { recvDone <- sess.receive(ctx) }()
+	select {
+	case err = <-recvDone:
+	case <-s.stopping:
+		// Batches already queued still commit before the journal closes;
+		// whatever was not acked is resent after the agent reconnects.
+		err = status.Error(codes.Unavailable, "hub shutting down; reconnect later")
+	}
 	cancel()
 	select {
 	case ferr := <-sess.failed:
