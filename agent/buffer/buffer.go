@@ -118,6 +118,10 @@ type Buffer struct {
 	closeErr  error
 
 	sentThrough atomic.Uint64 // highest sequence handed to the uplink
+	// readMu makes "read a batch and mark it sent" atomic with respect to
+	// drop_oldest choosing what to drop, so an event is never both sent to
+	// the hub and reported dropped.
+	readMu sync.Mutex
 
 	mu     sync.Mutex
 	stats  Stats
@@ -407,6 +411,18 @@ func (b *Buffer) MarkSent(seq uint64) {
 			return
 		}
 	}
+}
+
+// ReadForSend reads like ReadAfter and marks what it read as sent, atomically
+// with respect to drop_oldest: what it returns is never reported dropped.
+func (b *Buffer) ReadForSend(after uint64, maxEvents, maxBytes int) (Batch, error) {
+	b.readMu.Lock()
+	defer b.readMu.Unlock()
+	batch, err := b.ReadAfter(after, maxEvents, maxBytes)
+	if err == nil && len(batch.Events) > 0 {
+		b.MarkSent(batch.Last)
+	}
+	return batch, err
 }
 
 // ResetSent sets the sent mark to the hub's resume point after a reconnect.

@@ -141,6 +141,11 @@ func (b *Buffer) commitGroup(pending []*request, ackTo uint64) (n int, err error
 	if len(pending) == 0 && ackTo <= b.Stats().AckedThrough {
 		return 0, nil
 	}
+	if b.cfg.Overflow == OverflowDropOldest {
+		// Dropping reads the sent mark; hold off ReadForSend meanwhile.
+		b.readMu.Lock()
+		defer b.readMu.Unlock()
+	}
 	start := time.Now()
 	type outcome struct {
 		first, last uint64

@@ -259,7 +259,7 @@ func (u *Uplink) send(ctx context.Context, stream pb.Uplink_StreamClient, fl *fl
 			return err
 		}
 		changed := u.buf.Changed()
-		batch, err := u.buf.ReadAfter(cursor, maxEvents, u.cfg.BatchMaxBytes)
+		batch, err := u.buf.ReadForSend(cursor, maxEvents, u.cfg.BatchMaxBytes)
 		if err != nil {
 			return fmt.Errorf("read buffer: %w", err)
 		}
@@ -284,7 +284,6 @@ func (u *Uplink) send(ctx context.Context, stream pb.Uplink_StreamClient, fl *fl
 		}}}); err != nil {
 			return fmt.Errorf("send batch %d..%d: %w", batch.First, batch.Last, err)
 		}
-		u.buf.MarkSent(batch.Last)
 		u.m.sentBatches.Inc()
 		u.m.sentEvents.Add(float64(len(batch.Events)))
 		cursor = batch.Last
