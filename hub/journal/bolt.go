@@ -332,6 +332,11 @@ type writer struct {
 func (w *writer) load() {
 	w.meta = w.tx.Bucket(bucketMeta)
 	w.journal = w.tx.Bucket(bucketJournal)
+	// Positions only ever grow, so full pages never take a later insert:
+	// filling them (bbolt splits at half by default) halves the pages each
+	// commit writes and fsyncs, and the file. Not for ids: event ids from
+	// sources arrive in no order.
+	w.journal.FillPercent = 1.0
 	w.ids = w.tx.Bucket(bucketIDs)
 	w.producers = w.tx.Bucket(bucketProducers)
 	w.agents = w.tx.Bucket(bucketAgents)
@@ -361,7 +366,8 @@ func producerKey(producer, epoch string) []byte {
 func (w *writer) commit(b *Batch) (Outcome, error) {
 	o := Outcome{Results: make([]Result, len(b.Events))}
 	pk := producerKey(b.Producer, b.Epoch)
-	watermark := getU64(w.producers, pk)
+	ps := readProducer(w.producers.Get(pk))
+	watermark := ps.watermark
 	received := timestamppb.New(w.now)
 	for i, in := range b.Events {
 		if in.Sequence != 0 && in.Sequence <= watermark {
@@ -379,11 +385,17 @@ func (w *writer) commit(b *Batch) (Outcome, error) {
 			o.Results[i] = Result{Status: StatusRejected, Position: w.nextReject}
 			w.nextReject++
 			o.Rejected++
+			if in.Sequence != 0 {
+				ps.rejected++
+			}
 			continue
 		}
 		if pos := w.ids.Get([]byte(in.ID)); pos != nil {
 			o.Results[i] = Result{Status: StatusDuplicate, Position: binary.BigEndian.Uint64(pos)}
 			o.Duplicates++
+			if in.Sequence != 0 {
+				ps.duplicates++
+			}
 			continue
 		}
 		rec.Position = w.nextPos
@@ -403,15 +415,17 @@ func (w *writer) commit(b *Batch) (Outcome, error) {
 		w.st.Bytes += size
 		o.Journaled++
 	}
-	if b.LastSequence > watermark {
-		watermark = b.LastSequence
-		if err := w.producers.Put(pk, u64(watermark)); err != nil {
+	if b.LastSequence > watermark || o.Duplicates > 0 || o.Rejected > 0 {
+		watermark = max(watermark, b.LastSequence)
+		ps.watermark = watermark
+		if err := w.producers.Put(pk, ps.encode()); err != nil {
 			return o, err
 		}
 	}
 	o.Watermark = watermark
 	if b.Agent != nil {
-		raw, err := json.Marshal(AgentState{ID: b.Agent.ID, Plant: b.Agent.Plant, Epoch: b.Epoch, LastSequence: watermark, LastSeen: w.now.UTC()})
+		raw, err := json.Marshal(AgentState{ID: b.Agent.ID, Plant: b.Agent.Plant, Epoch: b.Epoch, LastSequence: watermark,
+			DuplicateEvents: ps.duplicates, RejectedEvents: ps.rejected, LastSeen: w.now.UTC()})
 		if err != nil {
 			return o, err
 		}
@@ -438,11 +452,40 @@ func putRecordSize(bk *bolt.Bucket, rec *pb.JournalRecord) (int64, error) {
 	return int64(len(v) + 8), bk.Put(u64(rec.Position), v)
 }
 
+// producerState is kept per (producer, epoch): the watermark, and how many
+// of the epoch's sequences were dropped as id duplicates or rejected, so
+// that journaled + duplicates + rejected accounts for every sequence.
+type producerState struct {
+	watermark, duplicates, rejected uint64
+}
+
+// readProducer decodes a producers value; format 1 files hold only the
+// 8-byte watermark.
+func readProducer(v []byte) producerState {
+	var ps producerState
+	if len(v) >= 8 {
+		ps.watermark = binary.BigEndian.Uint64(v)
+	}
+	if len(v) >= 24 {
+		ps.duplicates = binary.BigEndian.Uint64(v[8:])
+		ps.rejected = binary.BigEndian.Uint64(v[16:])
+	}
+	return ps
+}
+
+func (ps producerState) encode() []byte {
+	b := make([]byte, 24)
+	binary.BigEndian.PutUint64(b, ps.watermark)
+	binary.BigEndian.PutUint64(b[8:], ps.duplicates)
+	binary.BigEndian.PutUint64(b[16:], ps.rejected)
+	return b
+}
+
 // Resume implements Journal.
 func (j *Bolt) Resume(producer, epoch string) (uint64, error) {
 	var w uint64
 	err := j.db.View(func(tx *bolt.Tx) error {
-		w = getU64(tx.Bucket(bucketProducers), producerKey(producer, epoch))
+		w = readProducer(tx.Bucket(bucketProducers).Get(producerKey(producer, epoch))).watermark
 		return nil
 	})
 	return w, err

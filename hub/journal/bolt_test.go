@@ -87,7 +87,9 @@ func TestDedupBySequenceAndByID(t *testing.T) {
 		t.Fatalf("resume e1 after reopen = %d", w)
 	}
 	agents, _ := j.Agents()
-	if len(agents) != 1 || agents[0].Epoch != "e2" || agents[0].LastSequence != 5 || agents[0].Plant != "DE-01" {
+	// Epoch e2: sequences 1-3 were id duplicates, 4 journaled, 5 rejected.
+	if len(agents) != 1 || agents[0].Epoch != "e2" || agents[0].LastSequence != 5 || agents[0].Plant != "DE-01" ||
+		agents[0].DuplicateEvents != 3 || agents[0].RejectedEvents != 1 {
 		t.Fatalf("agents = %+v", agents)
 	}
 	if st := j.Stats(); st.Records != 16 || st.LastPosition != 16 {

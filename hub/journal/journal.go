@@ -110,11 +110,17 @@ type Record struct {
 
 // AgentState is the registry entry of one agent.
 type AgentState struct {
-	ID           string    `json:"id"`
-	Plant        string    `json:"plant"`
-	Epoch        string    `json:"epoch"`
-	LastSequence uint64    `json:"last_sequence"`
-	LastSeen     time.Time `json:"last_seen"`
+	ID           string `json:"id"`
+	Plant        string `json:"plant"`
+	Epoch        string `json:"epoch"`
+	LastSequence uint64 `json:"last_sequence"`
+	// DuplicateEvents and RejectedEvents count this epoch's sequences that
+	// were dropped as id duplicates or kept as rejected: with the journaled
+	// ones they account for every sequence through LastSequence, except
+	// those reported dropped by buffer.overflow events.
+	DuplicateEvents uint64    `json:"duplicate_events"`
+	RejectedEvents  uint64    `json:"rejected_events"`
+	LastSeen        time.Time `json:"last_seen"`
 }
 
 // Stats is a snapshot of the journal.
