@@ -2,7 +2,7 @@
 #   make run      build everything and start hub, agent, plant simulator, sandbox ERP
 #   make test     unit + integration tests (race detector), Go only
 #   make interop  tests against third-party peers (mosquitto, node-opcua, Tryton)
-#   make bench    benchmarks (separate processes, mTLS, fsync)
+#   make bench    benchmarks (separate processes, mTLS, fsync; BENCHFLAGS="-runs 5" etc.)
 #   make proto    regenerate committed protobuf code with pinned generators
 #   make package  .deb and .rpm of agent and hub in dist/ (nfpm, a pinned Go tool)
 #   make image    the hub container image as an OCI tarball in dist/ (no daemon needed)
@@ -39,7 +39,7 @@ interop:
 	bash scripts/interop.sh
 
 bench: build
-	$(GO) run ./e2e/cmd/bench -bin $(BIN)
+	$(GO) run ./e2e/cmd/bench -bin $(BIN) $(BENCHFLAGS)
 
 PROTO_FILES := $(wildcard proto/plantsync/v1/*.proto)
 # Third-party wire contracts the agent decodes (no services, so no gRPC code).

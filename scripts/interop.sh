@@ -89,6 +89,7 @@ stop_system_mosquitto() {
 # .state/interop (≈17 s; EBADENGINE warnings on Node 20 are expected, see
 # PEERS.md), export PLANTSYNC_NODE and the module dir for the Go tests, and
 # call it from the "provision" list below.
+source scripts/peers/node-opcua.sh # node-opcua server (npm) for TestInteropOPCUA* in agent/source/opcua; exports PLANTSYNC_NODE, PLANTSYNC_NODE_OPCUA_DIR
 
 # --- peer: Tryton 6.0 (ERP) — EXTENSION POINT, not provisioned yet -----------
 # Lands with the Tryton interop issue. Add provision_tryton here:
@@ -101,6 +102,7 @@ stop_system_mosquitto() {
 # --- provision ------------------------------------------------------------------
 
 provision_mosquitto
+bash scripts/peers/sparkplug-npm.sh # Sparkplug B edge node (npm) for TestInteropMQTT* in agent/source/mqtt
 # provision_node_opcua   (extension point above)
 # provision_tryton       (extension point above)
 log "peers provisioned: mosquitto (node-opcua and Tryton are not wired in yet)"

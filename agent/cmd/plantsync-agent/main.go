@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/plantsync/plantsync/agent"
+	"github.com/plantsync/plantsync/agent/source/mqtt"
 	"github.com/plantsync/plantsync/internal/buildinfo"
 	"github.com/plantsync/plantsync/internal/cli"
 	"github.com/plantsync/plantsync/internal/config"
@@ -29,6 +30,8 @@ const usage = `usage:
                                           make a key (if missing) and a certificate signing request for the hub
   plantsync-agent status [-config FILE | -addr HOST:PORT]
                                           show the running agent's status (buffer, uplink, sources)
+  plantsync-agent mqtt quarantine list|replay [-source NAME] [-config FILE | -addr HOST:PORT]
+                                          show or re-process quarantined MQTT messages (running agent)
   plantsync-agent version                 print version, commit and build date
 `
 
@@ -96,6 +99,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case "status":
 		return status(args[1:], stdout, stderr)
+	case "mqtt":
+		return mqtt.RunCLI(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, buildinfo.String("plantsync-agent"))
 		return 0

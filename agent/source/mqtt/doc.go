@@ -1,10 +1,17 @@
-// Package mqtt is the agent's MQTT source: it subscribes to MES topics on a
-// broker, maps each JSON message to a canonical event whose id derives from
-// the message's own id, and acknowledges the message to the broker only
-// after the event is committed in the agent's buffer. A crash before the
-// commit means the broker redelivers, and the deterministic id lets the hub
-// drop the repeat.
+// Package mqtt is the agent's MQTT source: it subscribes to a broker (with
+// failover, TLS and credentials from files or the environment), maps each
+// message to canonical events — JSON with field mapping and CEL, plain text
+// or numbers, Sparkplug B births, data and deaths — and hands them to the
+// buffer. A QoS 1/2 message is acknowledged to the broker only after its
+// events are committed; a crash before that means a redelivery, and the
+// event id derived from the message (its own id, its Sparkplug sequence and
+// timestamp, or a content hash kept in a window committed with the buffer)
+// lets the hub drop the repeat.
 //
-// This is the walking-skeleton reader (JSON with conventional field names);
-// field mapping, Sparkplug B and quarantine build on it.
+// What cannot be decoded or mapped is kept in a quarantine (bbolt, in the
+// source's state folder), reported to the hub as a source.error event and
+// acknowledged, so it never blocks the subscription; the admin API and
+// `plantsync-agent mqtt quarantine list|replay` show and replay it.
+//
+// Data path: broker ─▶ mqtt source (mapping) ─▶ buffer ─▶ ack to broker.
 package mqtt

@@ -1,0 +1,248 @@
+package mqtt
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// ErrNotQuarantined is returned for a quarantine id that is not (or no
+// longer) in the quarantine.
+var ErrNotQuarantined = errors.New("no such quarantined message")
+
+// The quarantine keeps messages that could not be decoded or mapped, with
+// topic and reason, in a bbolt file of the source's own (quarantine.db in
+// its state folder), so an operator can inspect them and replay them after
+// fixing the mapping. A message is kept once per topic and payload: a
+// redelivery or a repeat raises its count.
+
+var (
+	bucketEntries = []byte("entries") // 8-byte id -> JSON entry
+	bucketByHash  = []byte("by_hash") // content hash -> 8-byte id
+	bucketQMeta   = []byte("meta")
+	keyNextID     = []byte("next_id")
+)
+
+// QuarantineEntry is one quarantined message, as the admin API shows it.
+type QuarantineEntry struct {
+	ID        uint64    `json:"id,string"`
+	Topic     string    `json:"topic"`
+	Payload   []byte    `json:"payload"`
+	QoS       byte      `json:"qos"`
+	Reason    string    `json:"reason"`
+	Location  string    `json:"location"`
+	Count     uint64    `json:"count"`
+	FirstSeen time.Time `json:"first_seen"`
+	LastSeen  time.Time `json:"last_seen"`
+	// Hash is the hex content hash; the source.error event id derives from it.
+	Hash string `json:"hash"`
+}
+
+// quarantine is the store. Writes are fsync'd: a message is acknowledged
+// to the broker only after it sits here and its source.error event sits in
+// the buffer.
+type quarantine struct {
+	db         *bolt.DB
+	maxEntries int
+
+	mu      sync.Mutex
+	entries int
+}
+
+func openQuarantine(dir string, maxEntries int) (*quarantine, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("quarantine folder: %w", err)
+	}
+	path := filepath.Join(dir, "quarantine.db")
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second, FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("open quarantine %s: locked by another process (is another agent running with the same state_dir?): %w", path, err)
+		}
+		return nil, fmt.Errorf("open quarantine %s: %w; move it aside to start an empty quarantine", path, err)
+	}
+	q := &quarantine{db: db, maxEntries: maxEntries}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketEntries, bucketByHash, bucketQMeta} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		q.entries = tx.Bucket(bucketEntries).Stats().KeyN
+		return nil
+	})
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("open quarantine %s: %w", path, err)
+	}
+	return q, nil
+}
+
+func idKey(id uint64) []byte {
+	k := make([]byte, 8)
+	binary.BigEndian.PutUint64(k, id)
+	return k
+}
+
+// put stores a message (or counts a repeat of it) and returns its entry.
+// evicted tells how many old entries made room.
+func (q *quarantine) put(topic string, payload []byte, qos byte, reason, location string, now time.Time) (e QuarantineEntry, evicted int, err error) {
+	h := hashMessage(topic, payload)
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	err = q.db.Update(func(tx *bolt.Tx) error {
+		entries, byHash, meta := tx.Bucket(bucketEntries), tx.Bucket(bucketByHash), tx.Bucket(bucketQMeta)
+		if k := byHash.Get(h[:]); k != nil {
+			if raw := entries.Get(k); raw != nil && json.Unmarshal(raw, &e) == nil {
+				e.Count++
+				e.LastSeen, e.Reason, e.Location = now, reason, location
+				return putJSON(entries, k, e)
+			}
+		}
+		id := uint64(1)
+		if v := meta.Get(keyNextID); len(v) == 8 {
+			id = binary.BigEndian.Uint64(v)
+		}
+		if err := meta.Put(keyNextID, idKey(id+1)); err != nil {
+			return err
+		}
+		e = QuarantineEntry{ID: id, Topic: topic, Payload: payload, QoS: qos, Reason: reason, Location: location,
+			Count: 1, FirstSeen: now, LastSeen: now, Hash: fmt.Sprintf("%x", h[:])}
+		if err := putJSON(entries, idKey(id), e); err != nil {
+			return err
+		}
+		if err := byHash.Put(h[:], idKey(id)); err != nil {
+			return err
+		}
+		n := q.entries + 1
+		c := entries.Cursor()
+		evicted = 0
+		for k, v := c.First(); k != nil && n > q.maxEntries; k, v = c.First() {
+			var old QuarantineEntry
+			if json.Unmarshal(v, &old) == nil {
+				oh := hashMessage(old.Topic, old.Payload)
+				_ = byHash.Delete(oh[:])
+			}
+			if err := entries.Delete(k); err != nil {
+				return err
+			}
+			n--
+			evicted++
+		}
+		return nil
+	})
+	if err != nil {
+		return QuarantineEntry{}, 0, fmt.Errorf("quarantine: %w", err)
+	}
+	if e.Count == 1 {
+		q.entries += 1 - evicted
+	}
+	return e, evicted, nil
+}
+
+func putJSON(b *bolt.Bucket, k []byte, v any) error {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return b.Put(k, raw)
+}
+
+// list returns up to limit entries with ids above after, oldest first.
+func (q *quarantine) list(after uint64, limit int) ([]QuarantineEntry, error) {
+	var out []QuarantineEntry
+	err := q.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketEntries).Cursor()
+		for k, v := c.Seek(idKey(after + 1)); k != nil && len(out) < limit; k, v = c.Next() {
+			var e QuarantineEntry
+			if err := json.Unmarshal(v, &e); err != nil {
+				return fmt.Errorf("entry %x: %w", k, err)
+			}
+			out = append(out, e)
+		}
+		return nil
+	})
+	return out, err
+}
+
+func (q *quarantine) get(id uint64) (QuarantineEntry, error) {
+	var e QuarantineEntry
+	err := q.db.View(func(tx *bolt.Tx) error {
+		raw := tx.Bucket(bucketEntries).Get(idKey(id))
+		if raw == nil {
+			return fmt.Errorf("%w: %d", ErrNotQuarantined, id)
+		}
+		return json.Unmarshal(raw, &e)
+	})
+	return e, err
+}
+
+// remove deletes an entry (after a successful replay, or by the operator).
+func (q *quarantine) remove(id uint64) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	removed := false
+	err := q.db.Update(func(tx *bolt.Tx) error {
+		entries := tx.Bucket(bucketEntries)
+		raw := entries.Get(idKey(id))
+		if raw == nil {
+			return fmt.Errorf("%w: %d", ErrNotQuarantined, id)
+		}
+		var e QuarantineEntry
+		if json.Unmarshal(raw, &e) == nil {
+			h := hashMessage(e.Topic, e.Payload)
+			if k := tx.Bucket(bucketByHash).Get(h[:]); k != nil && binary.BigEndian.Uint64(k) == id {
+				_ = tx.Bucket(bucketByHash).Delete(h[:])
+			}
+		}
+		removed = true
+		return entries.Delete(idKey(id))
+	})
+	if removed && err == nil {
+		q.entries--
+	}
+	return err
+}
+
+// update records a new reason after a replay that failed again.
+func (q *quarantine) update(id uint64, reason, location string) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.db.Update(func(tx *bolt.Tx) error {
+		entries := tx.Bucket(bucketEntries)
+		raw := entries.Get(idKey(id))
+		if raw == nil {
+			return fmt.Errorf("%w: %d", ErrNotQuarantined, id)
+		}
+		var e QuarantineEntry
+		if err := json.Unmarshal(raw, &e); err != nil {
+			return err
+		}
+		e.Reason, e.Location = reason, location
+		return putJSON(entries, idKey(id), e)
+	})
+}
+
+func (q *quarantine) count() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.entries
+}
+
+func (q *quarantine) close() error { return q.db.Close() }
+
+func parseQuarantineID(s string) (uint64, error) {
+	id, err := strconv.ParseUint(s, 10, 64)
+	if err != nil || id == 0 {
+		return 0, fmt.Errorf("%w: %q is not a quarantine id (a positive number from the list)", ErrNotQuarantined, s)
+	}
+	return id, nil
+}
