@@ -6,6 +6,7 @@ import (
 	"github.com/plantsync/plantsync/agent/source"
 	"github.com/plantsync/plantsync/agent/source/generator"
 	"github.com/plantsync/plantsync/agent/source/mqtt"
+	"github.com/plantsync/plantsync/agent/source/opcua"
 )
 
 // Components lists every source type the agent binary ships. Registration is
@@ -14,6 +15,7 @@ func Components() (map[string]source.Factory, error) {
 	list := []source.Factory{
 		mqtt.Factory,
 		generator.Factory,
+		opcua.Factory,
 	}
 	out := make(map[string]source.Factory, len(list))
 	for _, f := range list {

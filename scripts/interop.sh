@@ -105,7 +105,7 @@ provision_mosquitto
 bash scripts/peers/sparkplug-npm.sh # Sparkplug B edge node (npm) for TestInteropMQTT* in agent/source/mqtt
 # provision_node_opcua   (extension point above)
 # provision_tryton       (extension point above)
-log "peers provisioned: mosquitto (node-opcua and Tryton are not wired in yet)"
+log "peers provisioned: mosquitto, node-opcua, Sparkplug B edge node (npm)"
 
 # --- run ------------------------------------------------------------------------
 

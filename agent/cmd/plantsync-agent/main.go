@@ -17,6 +17,7 @@ import (
 
 	"github.com/plantsync/plantsync/agent"
 	"github.com/plantsync/plantsync/agent/source/mqtt"
+	"github.com/plantsync/plantsync/agent/source/opcua"
 	"github.com/plantsync/plantsync/internal/buildinfo"
 	"github.com/plantsync/plantsync/internal/cli"
 	"github.com/plantsync/plantsync/internal/config"
@@ -30,6 +31,10 @@ const usage = `usage:
                                           make a key (if missing) and a certificate signing request for the hub
   plantsync-agent status [-config FILE | -addr HOST:PORT]
                                           show the running agent's status (buffer, uplink, sources)
+  plantsync-agent opcua trust -endpoint URL [-state-dir DIR]
+                                          fetch, show and trust an OPC UA server certificate
+  plantsync-agent opcua browse -endpoint URL [-node ID] [-depth N]
+                                          print an OPC UA address space to write the config from
   plantsync-agent mqtt quarantine list|replay [-source NAME] [-config FILE | -addr HOST:PORT]
                                           show or re-process quarantined MQTT messages (running agent)
   plantsync-agent version                 print version, commit and build date
@@ -101,6 +106,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return status(args[1:], stdout, stderr)
 	case "mqtt":
 		return mqtt.RunCLI(args[1:], stdout, stderr)
+	case "opcua":
+		return opcua.RunCLI(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, buildinfo.String("plantsync-agent"))
 		return 0

@@ -1,0 +1,267 @@
+package opcua
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/gopcua/opcua/id"
+	"github.com/gopcua/opcua/ua"
+)
+
+// detectHistory reads, once per item, whether the server historizes the
+// node (back-fill auto) and the EURange a percent deadband needs.
+func (s *Source) detectHistory(ctx context.Context, sess *session, items []*item) {
+	var todo []*item
+	for _, it := range items {
+		if it.kind != kindValue || it.historyChecked || it.nodeID == nil || it.removed.Load() {
+			continue
+		}
+		switch it.opts.Backfill {
+		case BackfillOn:
+			it.historized.Store(true)
+		case BackfillOff:
+		default:
+			todo = append(todo, it)
+		}
+		if it.opts.Deadband.Type == DeadbandPercent {
+			s.readEURange(ctx, sess, it)
+		}
+		if it.opts.Backfill != BackfillAuto {
+			it.historyChecked = true
+		}
+	}
+	per := max(1, limit(500, sess.limits.nodesPerRead)/2)
+	for len(todo) > 0 {
+		n := min(per, len(todo))
+		chunk := todo[:n]
+		todo = todo[n:]
+		req := &ua.ReadRequest{}
+		for _, it := range chunk {
+			req.NodesToRead = append(req.NodesToRead,
+				&ua.ReadValueID{NodeID: it.nodeID, AttributeID: ua.AttributeIDAccessLevel},
+				&ua.ReadValueID{NodeID: it.nodeID, AttributeID: ua.AttributeIDHistorizing})
+		}
+		rctx, cancel := context.WithTimeout(ctx, s.cfg.Session.RequestTimeout)
+		res, err := sess.c.Read(rctx, req)
+		cancel()
+		if err != nil || len(res.Results) != 2*n {
+			s.log.Debug("reading history attributes failed", "error", err)
+			return
+		}
+		for i, it := range chunk {
+			it.historyChecked = true
+			acc, hist := res.Results[2*i], res.Results[2*i+1]
+			h := false
+			if acc != nil && !isBad(acc.Status) && acc.Value != nil {
+				if a, ok := numeric(acc.Value); ok && uint8(a)&uint8(ua.AccessLevelTypeHistoryRead) != 0 {
+					h = true
+				}
+			}
+			if hist != nil && !isBad(hist.Status) && hist.Value != nil {
+				if b, ok := hist.Value.Value().(bool); ok && b {
+					h = true
+				}
+			}
+			it.historized.Store(h)
+		}
+	}
+}
+
+func (s *Source) readEURange(ctx context.Context, sess *session, it *item) {
+	rctx, cancel := context.WithTimeout(ctx, s.cfg.Session.RequestTimeout)
+	defer cancel()
+	req := &ua.TranslateBrowsePathsToNodeIDsRequest{BrowsePaths: []*ua.BrowsePath{{
+		StartingNode: it.nodeID,
+		RelativePath: &ua.RelativePath{Elements: []*ua.RelativePathElement{{
+			ReferenceTypeID: ua.NewNumericNodeID(0, id.HasProperty),
+			TargetName:      &ua.QualifiedName{Name: "EURange"},
+		}}},
+	}}}
+	var res *ua.TranslateBrowsePathsToNodeIDsResponse
+	err := sess.c.Send(rctx, req, func(v ua.Response) error {
+		r, ok := v.(*ua.TranslateBrowsePathsToNodeIDsResponse)
+		if !ok {
+			return fmt.Errorf("unexpected response %T", v)
+		}
+		res = r
+		return nil
+	})
+	if err != nil || len(res.Results) == 0 || isBad(res.Results[0].StatusCode) || len(res.Results[0].Targets) == 0 {
+		return
+	}
+	target := ua.NewNodeIDFromExpandedNodeID(res.Results[0].Targets[0].TargetID)
+	rr, err := sess.c.Read(rctx, &ua.ReadRequest{NodesToRead: []*ua.ReadValueID{{NodeID: target, AttributeID: ua.AttributeIDValue}}})
+	if err != nil || len(rr.Results) == 0 || rr.Results[0].Value == nil {
+		return
+	}
+	if eo, ok := rr.Results[0].Value.Value().(*ua.ExtensionObject); ok {
+		if r, ok := eo.Value.(*ua.Range); ok && r.High > r.Low {
+			it.euRange.Store(&[2]float64{r.Low, r.High})
+		}
+	}
+}
+
+// backfill reads back, for every historized node with a mark, the values
+// between the mark (the newest value delivered before the gap) and now,
+// and hands them to the processor, which drops what the live subscription
+// already delivered. The deterministic ids make any remaining overlap
+// harmless at the hub.
+func (s *Source) backfill(ctx context.Context, sess *session) error {
+	var todo []*item
+	for _, it := range *s.items.Load() {
+		if it.kind == kindValue && it.historized.Load() && it.sub != nil && it.mark.Load() != nil && !it.removed.Load() {
+			todo = append(todo, it)
+		}
+	}
+	if len(todo) == 0 {
+		return nil
+	}
+	per := limit(100, sess.limits.historyNodes)
+	end := s.now()
+	floor := end.Add(-s.cfg.History.MaxAge)
+	total := 0
+	for len(todo) > 0 {
+		n := min(per, len(todo))
+		chunk := todo[:n]
+		todo = todo[n:]
+		start := end
+		marks := make([]lastValue, n)
+		for i, it := range chunk {
+			marks[i] = *it.mark.Load()
+			if marks[i].ts.Before(start) {
+				start = marks[i].ts
+			}
+		}
+		if start.Before(floor) {
+			start = floor
+		}
+		got, err := s.historyRead(ctx, sess, chunk, marks, start, end)
+		total += got
+		if err != nil {
+			s.m.errors.WithLabelValues("history").Inc()
+			s.log.Warn("history back-fill failed", "nodes", n, "error", err)
+			if lostErr(err) {
+				return err
+			}
+		}
+	}
+	if total > 0 {
+		s.log.Info("back-filled values missed while disconnected", "values", total)
+	}
+	return nil
+}
+
+// historyRead pages through HistoryRead for one chunk of nodes.
+func (s *Source) historyRead(ctx context.Context, sess *session, chunk []*item, marks []lastValue, start, end time.Time) (int, error) {
+	details := &ua.ReadRawModifiedDetails{StartTime: start, EndTime: end, NumValuesPerNode: uint32(min(1000, s.cfg.History.MaxValuesPerNode))}
+	conts := make([][]byte, len(chunk))
+	active := make([]bool, len(chunk))
+	counts := make([]int, len(chunk))
+	for i := range active {
+		active[i] = true
+	}
+	total := 0
+	for {
+		var idx []int
+		req := &ua.HistoryReadRequest{
+			HistoryReadDetails: &ua.ExtensionObject{
+				TypeID:       ua.NewFourByteExpandedNodeID(0, id.ReadRawModifiedDetails_Encoding_DefaultBinary),
+				EncodingMask: ua.ExtensionObjectBinary,
+				Value:        details,
+			},
+			TimestampsToReturn: ua.TimestampsToReturnBoth,
+		}
+		for i, it := range chunk {
+			if active[i] {
+				idx = append(idx, i)
+				req.NodesToRead = append(req.NodesToRead, &ua.HistoryReadValueID{NodeID: it.nodeID, DataEncoding: &ua.QualifiedName{}, ContinuationPoint: conts[i]})
+			}
+		}
+		if len(idx) == 0 {
+			return total, nil
+		}
+		rctx, cancel := context.WithTimeout(ctx, s.cfg.Session.RequestTimeout)
+		var res *ua.HistoryReadResponse
+		err := sess.c.Send(rctx, req, func(v ua.Response) error {
+			r, ok := v.(*ua.HistoryReadResponse)
+			if !ok {
+				return fmt.Errorf("unexpected response %T", v)
+			}
+			res = r
+			return nil
+		})
+		cancel()
+		if err == nil && res.ResponseHeader != nil && isBad(res.ResponseHeader.ServiceResult) {
+			err = res.ResponseHeader.ServiceResult
+		}
+		if err != nil {
+			return total, err
+		}
+		if len(res.Results) != len(idx) {
+			return total, fmt.Errorf("server answered %d history results for %d nodes", len(res.Results), len(idx))
+		}
+		var release []*ua.HistoryReadValueID
+		for j, r := range res.Results {
+			i := idx[j]
+			it := chunk[i]
+			conts[i] = nil
+			active[i] = false
+			if r == nil || isBad(r.StatusCode) {
+				st := ua.StatusBad
+				if r != nil {
+					st = r.StatusCode
+				}
+				if st == ua.StatusBadHistoryOperationUnsupported || st == ua.StatusBadHistoryOperationInvalid {
+					it.historized.Store(false)
+				}
+				s.log.Warn("history read of a node failed", "node", it.key, "status", statusText(st))
+				continue
+			}
+			var values []*ua.DataValue
+			if r.HistoryData != nil {
+				if hd, ok := r.HistoryData.Value.(*ua.HistoryData); ok {
+					values = hd.DataValues
+				}
+			}
+			counts[i] += len(values)
+			total += len(values)
+			if len(values) > 0 {
+				select {
+				case s.history <- historyBatch{it: it, values: values, since: marks[i], epoch: sess.epoch}:
+				case <-ctx.Done():
+					return total, ctx.Err()
+				}
+			}
+			if len(r.ContinuationPoint) > 0 {
+				if counts[i] < s.cfg.History.MaxValuesPerNode {
+					conts[i], active[i] = r.ContinuationPoint, true
+				} else {
+					s.log.Warn("history back-fill of a node stopped at history.max_values_per_node", "node", it.key, "values", counts[i])
+					release = append(release, &ua.HistoryReadValueID{NodeID: it.nodeID, DataEncoding: &ua.QualifiedName{}, ContinuationPoint: r.ContinuationPoint})
+				}
+			}
+		}
+		if len(release) > 0 {
+			s.releaseContinuationPoints(ctx, sess, details, release)
+		}
+	}
+}
+
+// releaseContinuationPoints frees what the server holds for an abandoned
+// read; servers have few of them.
+func (s *Source) releaseContinuationPoints(ctx context.Context, sess *session, details *ua.ReadRawModifiedDetails, nodes []*ua.HistoryReadValueID) {
+	rctx, cancel := context.WithTimeout(ctx, s.cfg.Session.RequestTimeout)
+	defer cancel()
+	req := &ua.HistoryReadRequest{
+		HistoryReadDetails: &ua.ExtensionObject{
+			TypeID:       ua.NewFourByteExpandedNodeID(0, id.ReadRawModifiedDetails_Encoding_DefaultBinary),
+			EncodingMask: ua.ExtensionObjectBinary,
+			Value:        details,
+		},
+		TimestampsToReturn:        ua.TimestampsToReturnBoth,
+		ReleaseContinuationPoints: true,
+		NodesToRead:               nodes,
+	}
+	_ = sess.c.Send(rctx, req, func(ua.Response) error { return nil })
+}
