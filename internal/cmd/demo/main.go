@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/plantsync/plantsync/hub/auth"
 )
 
 func main() {
@@ -78,16 +80,33 @@ func run(bin, state, configs string) error {
 	grpcAddr, httpAddr := port("127.0.0.1:7443"), port("127.0.0.1:8080")
 	adminAddr, mqttAddr, opcuaAddr := port("127.0.0.1:9464"), port("127.0.0.1:1883"), port("127.0.0.1:4840")
 
+	tokensFile, adminToken, err := demoToken(state)
+	if err != nil {
+		return err
+	}
 	hubCfg := filepath.Join(state, "hub.yaml")
-	if err := rewrite(filepath.Join(configs, "hub.example.yaml"), hubCfg, map[string]any{
-		"grpc.listen":        grpcAddr,
-		"grpc.tls.cert":      filepath.Join(pkiDir, "hub.crt"),
-		"grpc.tls.key":       filepath.Join(pkiDir, "hub.key"),
-		"grpc.tls.client_ca": filepath.Join(pkiDir, "ca.crt"),
-		"http.listen":        httpAddr,
-		"storage.dir":        filepath.Join(state, "hub"),
-		"pki.dir":            pkiDir,
-	}); err != nil {
+	hubSet := map[string]any{
+		"grpc.listen":           grpcAddr,
+		"grpc.tls.cert":         filepath.Join(pkiDir, "hub.crt"),
+		"grpc.tls.key":          filepath.Join(pkiDir, "hub.key"),
+		"grpc.tls.client_ca":    filepath.Join(pkiDir, "ca.crt"),
+		"http.listen":           httpAddr,
+		"http.auth.tokens_file": tokensFile,
+		"storage.dir":           filepath.Join(state, "hub"),
+		"pki.dir":               pkiDir,
+	}
+	// The crosswalk CSVs of configs/crosswalks, by absolute path.
+	cwDir, _ := filepath.Abs(filepath.Join(configs, "crosswalks"))
+	inbound, erp := map[string]string{}, map[string]string{}
+	for _, kind := range []string{"plant", "item", "unit", "supplier", "work_center"} {
+		inbound[kind] = filepath.Join(cwDir, kind+".csv")
+	}
+	for _, kind := range []string{"item", "unit", "warehouse", "supplier"} {
+		erp[kind] = filepath.Join(cwDir, "erp-"+kind+".csv")
+	}
+	hubSet["pipeline.crosswalks.inbound"] = inbound
+	hubSet["pipeline.crosswalks.outbound"] = map[string]map[string]string{"erp": erp}
+	if err := rewrite(filepath.Join(configs, "hub.example.yaml"), hubCfg, hubSet); err != nil {
 		return err
 	}
 	agentCfg := filepath.Join(state, "agent.yaml")
@@ -102,7 +121,13 @@ func run(bin, state, configs string) error {
 		"uplink.tls.server_name": "localhost",
 		"sources.0.brokers":      []string{"tcp://" + mqttAddr},
 		"sources.0.client_id":    "plantsync-demo-agent",
-		"metrics.listen":         adminAddr,
+		"sources.1.endpoint":     "opc.tcp://" + opcuaAddr,
+		// plantsim makes a new server certificate at every start, so the
+		// demo reads it without security; the example shows the real thing.
+		"sources.1.security.policy": "None",
+		"sources.1.security.mode":   "None",
+		"sources.1.trust.dir":       filepath.Join(state, "agent", "sources", "machines", "pki", "trusted"),
+		"metrics.listen":            adminAddr,
 	}); err != nil {
 		return err
 	}
@@ -148,6 +173,10 @@ plantsync demo is running (state in %s)
 
   hub API        http://%s/api/v1/events?after=0&limit=20
                  http://%s/api/v1/agents
+                 http://%s/api/v1/exceptions   /api/v1/approvals   /api/v1/alerts
+                 http://%s/api/v1/outbox/erp   /api/v1/crosswalks/item
+  API token      %s  (admin; also in %s)
+                 curl -H "Authorization: Bearer $(cat %s)" http://%s/api/v1/exceptions
   hub metrics    http://%s/metrics      health: http://%s/healthz
   hub gRPC       %s (mTLS)
   agent status   http://%s/api/v1/status
@@ -156,7 +185,7 @@ plantsync demo is running (state in %s)
   MQTT (MES)     tcp://%s   (topics mes/DE-01/+/+)
 
 Press Ctrl-C to stop.
-`, state, httpAddr, httpAddr, httpAddr, httpAddr, grpcAddr, adminAddr, adminAddr, opcuaAddr, mqttAddr)
+`, state, httpAddr, httpAddr, httpAddr, httpAddr, adminToken, tokenPath(state), tokenPath(state), httpAddr, httpAddr, httpAddr, grpcAddr, adminAddr, adminAddr, opcuaAddr, mqttAddr)
 
 	exited := make(chan string, len(procs))
 	for _, p := range procs {
@@ -169,6 +198,31 @@ Press Ctrl-C to stop.
 	case name := <-exited:
 		return fmt.Errorf("%s exited unexpectedly; see its log lines above", name)
 	}
+}
+
+func tokenPath(state string) string { return filepath.Join(state, "demo-admin.token") }
+
+// demoToken returns the demo's tokens file and admin token, making both on
+// the first run (the token stays the same across runs of the same state).
+func demoToken(state string) (tokensFile, token string, err error) {
+	tokensFile = filepath.Join(state, "tokens.yaml")
+	if raw, err := os.ReadFile(tokenPath(state)); err == nil {
+		if _, err := os.Stat(tokensFile); err == nil {
+			return tokensFile, strings.TrimSpace(string(raw)), nil
+		}
+	}
+	token, hash, err := auth.NewToken()
+	if err != nil {
+		return "", "", err
+	}
+	if err := os.MkdirAll(state, 0o700); err != nil {
+		return "", "", err
+	}
+	_ = os.Remove(tokensFile)
+	if err := auth.AppendToken(tokensFile, "demo-admin", auth.Admin, hash); err != nil {
+		return "", "", err
+	}
+	return tokensFile, token, os.WriteFile(tokenPath(state), []byte(token+"\n"), 0o600)
 }
 
 // rewrite loads a YAML file, sets dotted paths (list indexes as numbers)
