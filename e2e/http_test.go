@@ -4,12 +4,16 @@ import (
 	"encoding/json"
 	"net/http"
 	"testing"
+
+	"github.com/plantsync/plantsync/internal/testkit"
 )
 
 func getJSON[T any](t *testing.T, url string) T {
 	t.Helper()
 	var v T
-	resp, err := http.Get(url)
+	// The hub's /api/v1 wants a bearer token; /healthz and the agent's
+	// loopback admin API ignore it.
+	resp, err := testkit.TokenClient(testkit.ViewerToken).Get(url)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -417,9 +417,11 @@ func hubEvents(h *hubProc, path string) ([]hubEvent, error) {
 
 // hubAgent is one element of GET /api/v1/agents.
 type hubAgent struct {
-	ID           string `json:"id"`
-	Epoch        string `json:"epoch"`
-	LastSequence uint64 `json:"last_sequence"`
+	ID              string `json:"id"`
+	Epoch           string `json:"epoch"`
+	LastSequence    uint64 `json:"last_sequence"`
+	DuplicateEvents uint64 `json:"duplicate_events"`
+	RejectedEvents  uint64 `json:"rejected_events"`
 }
 
 func hubAgentState(h *hubProc, id string) (hubAgent, error) {

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/plantsync/plantsync/hub/auth"
 	"github.com/plantsync/plantsync/hub/journal"
 	"github.com/plantsync/plantsync/internal/buildinfo"
 	pb "github.com/plantsync/plantsync/proto/plantsync/v1"
@@ -23,15 +24,34 @@ func (h *Hub) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(h.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", h.healthz)
-	mux.HandleFunc("GET /api/v1/agents", h.agents)
-	mux.HandleFunc("GET /api/v1/events", h.events)
-	mux.HandleFunc("GET /api/v1/rejected", h.rejected)
+	// Every /api/v1 route needs a bearer token (hub/auth): viewer reads,
+	// approver also decides approvals and acknowledges alerts, admin also
+	// edits crosswalks and replays.
+	view := func(pattern string, f http.HandlerFunc) { mux.Handle(pattern, h.guard.Require(auth.Viewer, f)) }
+	approve := func(pattern string, f http.HandlerFunc) { mux.Handle(pattern, h.guard.Require(auth.Approver, f)) }
+	admin := func(pattern string, f http.HandlerFunc) { mux.Handle(pattern, h.guard.Require(auth.Admin, f)) }
+	view("GET /api/v1/agents", h.agents)
+	view("GET /api/v1/events", h.events)
+	view("GET /api/v1/rejected", h.rejected)
+	h.pipelineRoutes(view, approve, admin)
+	view("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusNotFound, apiError{fmt.Sprintf("no endpoint %s %s; GET / lists them", r.Method, r.URL.Path)})
+	})
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{
 			"name": "plantsync-hub", "version": buildinfo.Version,
-			"endpoints": []string{"/healthz", "/metrics", "/api/v1/agents", "/api/v1/events?after=POSITION&limit=N", "/api/v1/rejected"},
+			"endpoints": append([]string{"/healthz", "/metrics", "/api/v1/agents", "/api/v1/events?after=POSITION&limit=N", "/api/v1/rejected"}, pipelineEndpoints...),
+			"auth":      "every /api/v1 endpoint needs Authorization: Bearer <token> (tokens file: http.auth.tokens_file)",
 		})
 	})
+	return mux
+}
+
+// opsRoutes is the optional ops listener: health and metrics only.
+func (h *Hub) opsRoutes() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(h.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", h.healthz)
 	return mux
 }
 
@@ -50,9 +70,18 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 
 func (h *Hub) healthz(w http.ResponseWriter, _ *http.Request) {
 	st := h.journal.Stats()
-	body := map[string]any{"healthy": st.Degraded == "", "journal_last_position": st.LastPosition}
+	ps := h.pipeline.Status()
+	body := map[string]any{"healthy": st.Degraded == "" && ps.Degraded == "", "journal_last_position": st.LastPosition,
+		"pipeline_cursor": ps.Cursor, "pipeline_lag": ps.Lag}
+	var reasons []string
 	if st.Degraded != "" {
-		body["reasons"] = []string{"journal commits failing: " + st.Degraded}
+		reasons = append(reasons, "journal commits failing: "+st.Degraded)
+	}
+	if ps.Degraded != "" {
+		reasons = append(reasons, "pipeline commits failing: "+ps.Degraded)
+	}
+	if len(reasons) > 0 {
+		body["reasons"] = reasons
 		writeJSON(w, http.StatusServiceUnavailable, body)
 		return
 	}
@@ -60,16 +89,19 @@ func (h *Hub) healthz(w http.ResponseWriter, _ *http.Request) {
 }
 
 type agentView struct {
-	ID             string     `json:"id"`
-	Plant          string     `json:"plant"`
-	Epoch          string     `json:"epoch"`
-	Connected      bool       `json:"connected"`
-	LastSequence   uint64     `json:"last_sequence"`
-	LastSeen       time.Time  `json:"last_seen"`
-	BufferedEvents *uint64    `json:"buffered_events,omitempty"`
-	BufferedBytes  *uint64    `json:"buffered_bytes,omitempty"`
-	DroppedTotal   *uint64    `json:"dropped_events_total,omitempty"`
-	ReportedAt     *time.Time `json:"buffer_reported_at,omitempty"`
+	ID           string `json:"id"`
+	Plant        string `json:"plant"`
+	Epoch        string `json:"epoch"`
+	Connected    bool   `json:"connected"`
+	LastSequence uint64 `json:"last_sequence"`
+	// Sequences of this epoch dropped as id duplicates or kept as rejected.
+	DuplicateEvents uint64     `json:"duplicate_events"`
+	RejectedEvents  uint64     `json:"rejected_events"`
+	LastSeen        time.Time  `json:"last_seen"`
+	BufferedEvents  *uint64    `json:"buffered_events,omitempty"`
+	BufferedBytes   *uint64    `json:"buffered_bytes,omitempty"`
+	DroppedTotal    *uint64    `json:"dropped_events_total,omitempty"`
+	ReportedAt      *time.Time `json:"buffer_reported_at,omitempty"`
 }
 
 func (h *Hub) agents(w http.ResponseWriter, _ *http.Request) {
@@ -81,7 +113,8 @@ func (h *Hub) agents(w http.ResponseWriter, _ *http.Request) {
 	live := h.ingest.Live()
 	out := make([]agentView, 0, len(states))
 	for _, s := range states {
-		v := agentView{ID: s.ID, Plant: s.Plant, Epoch: s.Epoch, LastSequence: s.LastSequence, LastSeen: s.LastSeen}
+		v := agentView{ID: s.ID, Plant: s.Plant, Epoch: s.Epoch, LastSequence: s.LastSequence, LastSeen: s.LastSeen,
+			DuplicateEvents: s.DuplicateEvents, RejectedEvents: s.RejectedEvents}
 		if l, ok := live[s.ID]; ok {
 			v.Connected = l.Connected
 			if !l.ReportedAt.IsZero() {

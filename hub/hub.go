@@ -13,8 +13,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/plantsync/plantsync/hub/auth"
 	"github.com/plantsync/plantsync/hub/ingest"
 	"github.com/plantsync/plantsync/hub/journal"
+	"github.com/plantsync/plantsync/hub/pipeline"
 )
 
 // Hub is one running plantsync-hub.
@@ -23,13 +25,19 @@ type Hub struct {
 	log *slog.Logger
 	reg *prometheus.Registry
 
-	journal *journal.Bolt
-	ingest  *ingest.Server
-	http    *http.Server
-	lis     net.Listener
+	ops      *http.Server // optional /healthz + /metrics listener
+	opsLis   net.Listener
+	journal  *journal.Bolt
+	pipeline *pipeline.Pipeline
+	guard    *auth.Guard
+	ingest   *ingest.Server
+	http     *http.Server
+	lis      net.Listener
 
 	stopOnce sync.Once
 	stopErr  error
+
+	reload reloadState // SIGHUP reloads: see reload.go
 }
 
 // New assembles a hub from a validated config.
@@ -63,6 +71,19 @@ func (h *Hub) Start(ctx context.Context) (err error) {
 	h.journal = j
 	h.registerJournalMetrics()
 
+	if h.guard, err = auth.NewGuard(h.cfg.HTTP.Auth.TokensFile, h.log.With("component", "auth")); err != nil {
+		return fmt.Errorf("http.auth.tokens_file: %w", err)
+	}
+	if h.pipeline, err = pipeline.New(pipeline.Options{
+		Config: h.cfg.Pipeline, Dir: h.cfg.Storage.Dir, Journal: j, Destinations: h.cfg.PipelineDestinations(),
+		Logger: h.log.With("component", "pipeline"), Registerer: h.reg,
+	}); err != nil {
+		return err
+	}
+	if err := h.pipeline.Start(ctx); err != nil {
+		return err
+	}
+
 	lis, err := net.Listen("tcp", h.cfg.HTTP.Listen)
 	if err != nil {
 		return fmt.Errorf("http.listen %s: %w", h.cfg.HTTP.Listen, err)
@@ -81,6 +102,20 @@ func (h *Hub) Start(ctx context.Context) (err error) {
 		}
 	}()
 	h.log.Info("http listening", "addr", lis.Addr().String())
+	if h.cfg.HTTP.OpsListen != "" {
+		olis, err := net.Listen("tcp", h.cfg.HTTP.OpsListen)
+		if err != nil {
+			return fmt.Errorf("http.ops_listen %s: %w", h.cfg.HTTP.OpsListen, err)
+		}
+		h.opsLis = olis
+		h.ops = &http.Server{Handler: h.opsRoutes(), ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := h.ops.Serve(olis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				h.log.Error("ops listener failed", "error", err)
+			}
+		}()
+		h.log.Info("ops listening (/healthz, /metrics)", "addr", olis.Addr().String())
+	}
 
 	h.ingest = ingest.New(h.cfg.GRPC, j, h.log.With("component", "ingest"), h.reg)
 	if err := h.ingest.Start(ctx); err != nil {
@@ -102,6 +137,14 @@ func (h *Hub) URL() string {
 	return scheme + "://" + h.lis.Addr().String()
 }
 
+// OpsURL is the base URL of the ops listener ("" when not configured).
+func (h *Hub) OpsURL() string {
+	if h.opsLis == nil {
+		return ""
+	}
+	return "http://" + h.opsLis.Addr().String()
+}
+
 // GRPCAddr is the bound agent ingest address.
 func (h *Hub) GRPCAddr() string {
 	if h.ingest == nil {
@@ -113,8 +156,12 @@ func (h *Hub) GRPCAddr() string {
 // Journal exposes the journal to tests.
 func (h *Hub) Journal() journal.Journal { return h.journal }
 
-// Shutdown stops ingest, finishes journal writes, stops the API and closes
-// the stores. Idempotent, safe without Start.
+// Pipeline exposes the pipeline (outbox, exceptions, approvals, alerts,
+// crosswalks) to the delivery engine and tests.
+func (h *Hub) Pipeline() *pipeline.Pipeline { return h.pipeline }
+
+// Shutdown stops ingest, finishes journal writes, stops the API and the
+// pipeline, and closes the stores. Idempotent, safe without Start.
 func (h *Hub) Shutdown(ctx context.Context) error {
 	h.stopOnce.Do(func() {
 		var errs []error
@@ -123,6 +170,14 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 		}
 		if h.http != nil {
 			errs = append(errs, h.http.Shutdown(ctx))
+		}
+		if h.ops != nil {
+			errs = append(errs, h.ops.Shutdown(ctx))
+		}
+		// The pipeline reads the journal: stop it (and close its stores)
+		// before the journal.
+		if h.pipeline != nil {
+			errs = append(errs, h.pipeline.Shutdown(ctx))
 		}
 		if h.journal != nil {
 			errs = append(errs, h.journal.Close())

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"path/filepath"
 	"testing"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"github.com/plantsync/plantsync/agent/source"
 	mqttsrc "github.com/plantsync/plantsync/agent/source/mqtt"
 	"github.com/plantsync/plantsync/hub"
+	hubauth "github.com/plantsync/plantsync/hub/auth"
 	"github.com/plantsync/plantsync/internal/pki"
 )
 
@@ -87,6 +89,7 @@ func HubConfig(t testing.TB, p *PKI, storageDir string) hub.Config {
 	cfg.HTTP.Listen = "127.0.0.1:0"
 	cfg.Storage.Dir = storageDir
 	cfg.PKI.Dir = p.Dir
+	cfg.HTTP.Auth.TokensFile = TokensFile(t, t.TempDir())
 	if errs := cfg.Validate(); len(errs) > 0 {
 		t.Fatalf("hub config: %v", errs)
 	}
@@ -144,4 +147,49 @@ func Eventually(t testing.TB, within time.Duration, what string, cond func() boo
 // CompletionJSON is a plantsim-format MES completion message.
 func CompletionJSON(id string) []byte {
 	return []byte(fmt.Sprintf(`{"message_id":%q,"order":"PO-1001","item":"P-4711","quantity":"12","unit":"EA","work_center":"L1-M1","occurred_at":"2026-11-27T10:00:00Z"}`, id))
+}
+
+// Bearer tokens of the tokens file HubConfig and TokensFile write, one per
+// role. Test-only values: never use them outside tests.
+const (
+	AdminToken    = "pst_testkit_admin"
+	ApproverToken = "pst_testkit_approver"
+	ViewerToken   = "pst_testkit_viewer"
+)
+
+// TokensFile writes a hub tokens file (http.auth.tokens_file) in dir with
+// AdminToken, ApproverToken and ViewerToken, and returns its path. Tests
+// that write hub YAML themselves put it under http.auth.tokens_file.
+func TokensFile(t testing.TB, dir string) string {
+	t.Helper()
+	path := filepath.Join(dir, "tokens.yaml")
+	for _, e := range []struct {
+		subject, token string
+		role           hubauth.Role
+	}{{"test-admin", AdminToken, hubauth.Admin}, {"test-approver", ApproverToken, hubauth.Approver}, {"test-viewer", ViewerToken, hubauth.Viewer}} {
+		if err := hubauth.AppendToken(path, e.subject, e.role, hubauth.Hash(e.token)); err != nil {
+			t.Fatalf("tokens file: %v", err)
+		}
+	}
+	return path
+}
+
+// APIClient is an HTTP client that sends AdminToken with every request
+// that has no Authorization header, for the hub's /api/v1 endpoints.
+func APIClient() *http.Client { return TokenClient(AdminToken) }
+
+// TokenClient is an HTTP client that sends token with every request that
+// has no Authorization header.
+func TokenClient(token string) *http.Client {
+	return &http.Client{Timeout: 10 * time.Second, Transport: bearer{token: token}}
+}
+
+type bearer struct{ token string }
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Header.Get("Authorization") == "" {
+		r = r.Clone(r.Context())
+		r.Header.Set("Authorization", "Bearer "+b.token)
+	}
+	return http.DefaultTransport.RoundTrip(r)
 }

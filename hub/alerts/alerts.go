@@ -1,0 +1,272 @@
+package alerts
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/plantsync/plantsync/hub/pipedb"
+)
+
+// Destination is the name of the built-in alerts destination.
+const Destination = "alerts"
+
+// Action is the one action the alerts destination performs.
+const Action = "alert.raise"
+
+// ErrNotFound is returned for an alert that does not exist.
+var ErrNotFound = errors.New("alert not found")
+
+// ErrAcknowledged is returned when acknowledging an alert twice.
+var ErrAcknowledged = errors.New("alert already acknowledged")
+
+// Severity of an alert.
+type Severity string
+
+// Severities.
+const (
+	SeverityInfo     Severity = "info"
+	SeverityWarning  Severity = "warning"
+	SeverityCritical Severity = "critical"
+)
+
+// Document is what an alert.raise action carries.
+type Document struct {
+	Severity      Severity          `json:"severity"`
+	Title         string            `json:"title"`
+	Message       string            `json:"message"`
+	Plant         string            `json:"plant"`
+	EventType     string            `json:"event_type"`
+	EventID       string            `json:"event_id"`
+	CorrelationID string            `json:"correlation_id"`
+	OccurredAt    time.Time         `json:"occurred_at"`
+	Details       map[string]string `json:"details,omitempty"`
+}
+
+// Alert is a raised alert.
+type Alert struct {
+	ID uint64 `json:"id"`
+	Document
+	State          string     `json:"state"` // open or acknowledged
+	RaisedAt       time.Time  `json:"raised_at"`
+	IdempotencyKey string     `json:"idempotency_key"`
+	AckedAt        *time.Time `json:"acknowledged_at,omitempty"`
+	AckedBy        string     `json:"acknowledged_by,omitempty"`
+	AckComment     string     `json:"comment,omitempty"`
+}
+
+// Alert states.
+const (
+	StateOpen         = "open"
+	StateAcknowledged = "acknowledged"
+)
+
+var (
+	bucketAlerts = []byte("alerts")
+	bucketMeta   = []byte("alerts_meta")
+	keyNext      = []byte("next")
+	keyOpen      = []byte("open")
+)
+
+// Bolt stores alerts in the pipeline's file.
+type Bolt struct {
+	db *pipedb.DB
+
+	mu          sync.Mutex
+	open        int
+	delta       int
+	raised      map[Severity]int
+	raisedTotal map[Severity]int
+}
+
+// OpenBolt prepares the buckets.
+func OpenBolt(db *pipedb.DB) (*Bolt, error) {
+	b := &Bolt{db: db, raised: map[Severity]int{}, raisedTotal: map[Severity]int{}}
+	err := db.Update(func(tx *bolt.Tx) error {
+		if _, err := tx.CreateBucketIfNotExists(bucketAlerts); err != nil {
+			return err
+		}
+		m, err := tx.CreateBucketIfNotExists(bucketMeta)
+		if err != nil {
+			return err
+		}
+		b.open = int(getU64(m, keyOpen))
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open alerts: %w", err)
+	}
+	db.Register(b)
+	return b, nil
+}
+
+// Committed implements pipedb.Hooks.
+func (b *Bolt) Committed() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.open = max(b.open+b.delta, 0)
+	b.delta = 0
+	for s, n := range b.raised {
+		b.raisedTotal[s] += n
+	}
+	clear(b.raised)
+}
+
+// Discard implements pipedb.Hooks.
+func (b *Bolt) Discard() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.delta = 0
+	clear(b.raised)
+}
+
+// OpenCount is the number of unacknowledged alerts.
+func (b *Bolt) OpenCount() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.open
+}
+
+// RaisedTotal is the number of alerts raised since start, by severity.
+func (b *Bolt) RaisedTotal() map[Severity]int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make(map[Severity]int, len(b.raisedTotal))
+	for k, v := range b.raisedTotal {
+		out[k] = v
+	}
+	return out
+}
+
+func (b *Bolt) count(tx *bolt.Tx, delta int) error {
+	m := tx.Bucket(bucketMeta)
+	v := int64(getU64(m, keyOpen)) + int64(delta)
+	b.mu.Lock()
+	b.delta += delta
+	b.mu.Unlock()
+	return putU64(m, keyOpen, uint64(max(v, 0)))
+}
+
+// RaiseTx stores an alert from an alert.raise document.
+func (b *Bolt) RaiseTx(tx *bolt.Tx, doc []byte, idempotencyKey string, now time.Time) (*Alert, error) {
+	var d Document
+	if err := json.Unmarshal(doc, &d); err != nil {
+		return nil, fmt.Errorf("alert document: %w", err)
+	}
+	m := tx.Bucket(bucketMeta)
+	a := &Alert{ID: getU64(m, keyNext) + 1, Document: d, State: StateOpen, RaisedAt: now.UTC(), IdempotencyKey: idempotencyKey}
+	if err := putU64(m, keyNext, a.ID); err != nil {
+		return nil, err
+	}
+	if err := b.put(tx, a); err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	b.raised[d.Severity]++
+	b.mu.Unlock()
+	return a, b.count(tx, 1)
+}
+
+func (b *Bolt) put(tx *bolt.Tx, a *Alert) error {
+	v, err := json.Marshal(a)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bucketAlerts).Put(u64(a.ID), v)
+}
+
+func (b *Bolt) getTx(tx *bolt.Tx, id uint64) (*Alert, error) {
+	v := tx.Bucket(bucketAlerts).Get(u64(id))
+	if v == nil {
+		return nil, fmt.Errorf("%w: %d", ErrNotFound, id)
+	}
+	var a Alert
+	if err := json.Unmarshal(v, &a); err != nil {
+		return nil, fmt.Errorf("alert %d: %w", id, err)
+	}
+	return &a, nil
+}
+
+// Get reads one alert.
+func (b *Bolt) Get(id uint64) (*Alert, error) {
+	var a *Alert
+	err := b.db.View(func(tx *bolt.Tx) error {
+		var err error
+		a, err = b.getTx(tx, id)
+		return err
+	})
+	return a, err
+}
+
+// Ack acknowledges an alert.
+func (b *Bolt) Ack(id uint64, subject, comment string, now time.Time) (*Alert, error) {
+	var a *Alert
+	err := b.db.Update(func(tx *bolt.Tx) error {
+		var err error
+		if a, err = b.getTx(tx, id); err != nil {
+			return err
+		}
+		if a.State == StateAcknowledged {
+			return fmt.Errorf("%w: alert %d by %s", ErrAcknowledged, id, a.AckedBy)
+		}
+		at := now.UTC()
+		a.State, a.AckedAt, a.AckedBy, a.AckComment = StateAcknowledged, &at, subject, comment
+		if err := b.put(tx, a); err != nil {
+			return err
+		}
+		return b.count(tx, -1)
+	})
+	return a, err
+}
+
+// List returns alerts in a state ("" or "all" for any), newest first,
+// optionally before an id.
+func (b *Bolt) List(state string, before uint64, limit int) ([]*Alert, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	var out []*Alert
+	err := b.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketAlerts).Cursor()
+		var k, v []byte
+		if before > 0 {
+			c.Seek(u64(before))
+			k, v = c.Prev()
+		} else {
+			k, v = c.Last()
+		}
+		for ; k != nil && len(out) < limit; k, v = c.Prev() {
+			var a Alert
+			if err := json.Unmarshal(v, &a); err != nil {
+				return fmt.Errorf("alert %d: %w", binary.BigEndian.Uint64(k), err)
+			}
+			if state != "" && state != "all" && a.State != state {
+				continue
+			}
+			out = append(out, &a)
+		}
+		return nil
+	})
+	return out, err
+}
+
+func u64(v uint64) []byte {
+	b := make([]byte, 8)
+	binary.BigEndian.PutUint64(b, v)
+	return b
+}
+
+func getU64(bk *bolt.Bucket, key []byte) uint64 {
+	v := bk.Get(key)
+	if len(v) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(v)
+}
+
+func putU64(bk *bolt.Bucket, key []byte, v uint64) error { return bk.Put(key, u64(v)) }

@@ -1,0 +1,364 @@
+package exceptions
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/plantsync/plantsync/hub/outbox"
+	"github.com/plantsync/plantsync/hub/pipedb"
+)
+
+// ErrNotFound is returned for an exception that does not exist.
+var ErrNotFound = errors.New("exception not found")
+
+// State of an exception.
+type State string
+
+// States.
+const (
+	StateOpen     State = "open"
+	StateResolved State = "resolved"
+)
+
+// Kinds of exception. They are bounded (metric labels); the reason text
+// carries the detail.
+const (
+	KindUndecodable    = "undecodable"
+	KindUnknownType    = "unknown_type"
+	KindSchemaVersion  = "schema_version"
+	KindValidation     = "validation"
+	KindRule           = "rule"
+	KindRuleError      = "rule_error"
+	KindConversion     = "conversion"
+	KindBufferOverflow = "buffer_overflow"
+	KindSourceError    = "source_error"
+	KindJournalGap     = "journal_gap"
+	KindDelivery       = "delivery"
+	// Unmapped kinds are "unmapped_" + the crosswalk kind, e.g.
+	// unmapped_item, unmapped_unit, unmapped_supplier.
+	KindUnmappedPrefix = "unmapped_"
+)
+
+// Operational reports whose replay only acknowledges them.
+func Operational(kind string) bool {
+	return kind == KindBufferOverflow || kind == KindSourceError || kind == KindJournalGap
+}
+
+// Delivery identifies the outbox entry of a delivery exception.
+type Delivery struct {
+	Destination    string `json:"destination"`
+	Seq            uint64 `json:"seq"`
+	Action         string `json:"action"`
+	IdempotencyKey string `json:"idempotency_key"`
+}
+
+// Exception is one parked event (or failed delivery).
+type Exception struct {
+	ID        uint64    `json:"id"`
+	State     State     `json:"state"`
+	Kind      string    `json:"kind"`
+	Reason    string    `json:"reason"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+
+	Plant         string `json:"plant,omitempty"`
+	EventType     string `json:"event_type,omitempty"`
+	EventID       string `json:"event_id,omitempty"`
+	CorrelationID string `json:"correlation_id,omitempty"`
+	Position      uint64 `json:"journal_position,omitempty"`
+	Producer      string `json:"producer,omitempty"`
+	// Event is the encoded plantsync.v1.Event as journaled, so a replay
+	// works even after journal retention pruned it.
+	Event []byte `json:"event,omitempty"`
+
+	// FailedActions are the workflow steps that could not be built
+	// ("event/action@destination").
+	FailedActions []string `json:"failed_actions,omitempty"`
+	// Emitted are the idempotency keys of the event's actions that already
+	// reached the outbox or an approval hold; a replay skips them.
+	Emitted  []string       `json:"emitted,omitempty"`
+	Lineage  outbox.Lineage `json:"lineage"`
+	Delivery *Delivery      `json:"delivery,omitempty"`
+
+	Replays    int        `json:"replays,omitempty"`
+	ResolvedAt *time.Time `json:"resolved_at,omitempty"`
+	ResolvedBy string     `json:"resolved_by,omitempty"`
+	Resolution string     `json:"resolution,omitempty"`
+}
+
+// HasEmitted reports whether an idempotency key already left.
+func (e *Exception) HasEmitted(key string) bool {
+	for _, k := range e.Emitted {
+		if k == key {
+			return true
+		}
+	}
+	return false
+}
+
+// Filter selects exceptions.
+type Filter struct {
+	Plant  string `json:"plant,omitempty"`
+	Type   string `json:"type,omitempty"`
+	Kind   string `json:"kind,omitempty"`
+	Reason string `json:"reason,omitempty"` // substring, case-insensitive
+	// State is open (default), resolved or all.
+	State string `json:"state,omitempty"`
+	// Before pages backwards: only ids below it.
+	Before uint64 `json:"before,omitempty"`
+	Limit  int    `json:"limit,omitempty"`
+}
+
+// Validate checks the filter's values.
+func (f Filter) Validate() error {
+	switch f.State {
+	case "", string(StateOpen), string(StateResolved), "all":
+	default:
+		return fmt.Errorf("state %q; want open, resolved or all", f.State)
+	}
+	if f.Limit < 0 {
+		return fmt.Errorf("limit %d; want a positive number", f.Limit)
+	}
+	return nil
+}
+
+// Match reports whether e passes the filter.
+func (f Filter) Match(e *Exception) bool {
+	switch f.State {
+	case "", string(StateOpen):
+		if e.State != StateOpen {
+			return false
+		}
+	case string(StateResolved):
+		if e.State != StateResolved {
+			return false
+		}
+	}
+	if f.Plant != "" && e.Plant != f.Plant {
+		return false
+	}
+	if f.Type != "" && e.EventType != f.Type {
+		return false
+	}
+	if f.Kind != "" && e.Kind != f.Kind {
+		return false
+	}
+	if f.Reason != "" && !strings.Contains(strings.ToLower(e.Reason), strings.ToLower(f.Reason)) {
+		return false
+	}
+	return true
+}
+
+var (
+	bucketExceptions = []byte("exceptions")
+	bucketMeta       = []byte("exceptions_meta")
+	keyNext          = []byte("next")
+	keyOpen          = []byte("open")
+)
+
+// Bolt stores exceptions in the pipeline's file.
+type Bolt struct {
+	db *pipedb.DB
+
+	mu        sync.Mutex
+	open      int
+	delta     int
+	created   map[string]int // kinds created in the open transaction
+	createdOK map[string]int // kinds created since the last TakeCreated
+}
+
+// OpenBolt prepares the buckets.
+func OpenBolt(db *pipedb.DB) (*Bolt, error) {
+	b := &Bolt{db: db, created: map[string]int{}, createdOK: map[string]int{}}
+	err := db.Update(func(tx *bolt.Tx) error {
+		if _, err := tx.CreateBucketIfNotExists(bucketExceptions); err != nil {
+			return err
+		}
+		m, err := tx.CreateBucketIfNotExists(bucketMeta)
+		if err != nil {
+			return err
+		}
+		b.open = int(getU64(m, keyOpen))
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open exceptions: %w", err)
+	}
+	db.Register(b)
+	return b, nil
+}
+
+// Committed implements pipedb.Hooks.
+func (b *Bolt) Committed() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.open = max(b.open+b.delta, 0)
+	b.delta = 0
+	for k, n := range b.created {
+		b.createdOK[k] += n
+	}
+	clear(b.created)
+}
+
+// Discard implements pipedb.Hooks.
+func (b *Bolt) Discard() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.delta = 0
+	clear(b.created)
+}
+
+// OpenCount is the number of open exceptions.
+func (b *Bolt) OpenCount() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.open
+}
+
+// TakeCreated returns the exceptions created per kind since the last call
+// (for the exceptions_total counter).
+func (b *Bolt) TakeCreated() map[string]int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := b.createdOK
+	b.createdOK = map[string]int{}
+	return out
+}
+
+func (b *Bolt) count(tx *bolt.Tx, delta int) error {
+	m := tx.Bucket(bucketMeta)
+	v := int64(getU64(m, keyOpen)) + int64(delta)
+	b.mu.Lock()
+	b.delta += delta
+	b.mu.Unlock()
+	return putU64(m, keyOpen, uint64(max(v, 0)))
+}
+
+// AddTx stores a new exception, assigning its ID.
+func (b *Bolt) AddTx(tx *bolt.Tx, e *Exception) error {
+	m := tx.Bucket(bucketMeta)
+	e.ID = getU64(m, keyNext) + 1
+	if err := putU64(m, keyNext, e.ID); err != nil {
+		return err
+	}
+	if e.State == "" {
+		e.State = StateOpen
+	}
+	if e.UpdatedAt.IsZero() {
+		e.UpdatedAt = e.CreatedAt
+	}
+	if err := b.put(tx, e); err != nil {
+		return err
+	}
+	b.mu.Lock()
+	b.created[e.Kind]++
+	b.mu.Unlock()
+	if e.State == StateOpen {
+		return b.count(tx, 1)
+	}
+	return nil
+}
+
+func (b *Bolt) put(tx *bolt.Tx, e *Exception) error {
+	v, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bucketExceptions).Put(u64(e.ID), v)
+}
+
+// GetTx reads one exception inside a transaction.
+func (b *Bolt) GetTx(tx *bolt.Tx, id uint64) (*Exception, error) {
+	v := tx.Bucket(bucketExceptions).Get(u64(id))
+	if v == nil {
+		return nil, fmt.Errorf("%w: %d", ErrNotFound, id)
+	}
+	var e Exception
+	if err := json.Unmarshal(v, &e); err != nil {
+		return nil, fmt.Errorf("exception %d: %w", id, err)
+	}
+	return &e, nil
+}
+
+// PutTx rewrites an exception, keeping the open count right.
+func (b *Bolt) PutTx(tx *bolt.Tx, e *Exception) error {
+	old, err := b.GetTx(tx, e.ID)
+	if err != nil {
+		return err
+	}
+	if err := b.put(tx, e); err != nil {
+		return err
+	}
+	switch {
+	case old.State == StateOpen && e.State != StateOpen:
+		return b.count(tx, -1)
+	case old.State != StateOpen && e.State == StateOpen:
+		return b.count(tx, 1)
+	}
+	return nil
+}
+
+// Get reads one exception.
+func (b *Bolt) Get(id uint64) (*Exception, error) {
+	var e *Exception
+	err := b.db.View(func(tx *bolt.Tx) error {
+		var err error
+		e, err = b.GetTx(tx, id)
+		return err
+	})
+	return e, err
+}
+
+// List returns matching exceptions, newest first. It scans, which is fine
+// for the thousands an operator works through; a filter that matches
+// little over a large store reads it all.
+func (b *Bolt) List(f Filter) ([]*Exception, error) {
+	if f.Limit == 0 {
+		f.Limit = 100
+	}
+	var out []*Exception
+	err := b.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketExceptions).Cursor()
+		var k, v []byte
+		if f.Before > 0 {
+			c.Seek(u64(f.Before))
+			k, v = c.Prev()
+		} else {
+			k, v = c.Last()
+		}
+		for ; k != nil && len(out) < f.Limit; k, v = c.Prev() {
+			var e Exception
+			if err := json.Unmarshal(v, &e); err != nil {
+				return fmt.Errorf("exception %d: %w", binary.BigEndian.Uint64(k), err)
+			}
+			if f.Match(&e) {
+				out = append(out, &e)
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+func u64(v uint64) []byte {
+	b := make([]byte, 8)
+	binary.BigEndian.PutUint64(b, v)
+	return b
+}
+
+func getU64(bk *bolt.Bucket, key []byte) uint64 {
+	v := bk.Get(key)
+	if len(v) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(v)
+}
+
+func putU64(bk *bolt.Bucket, key []byte, v uint64) error { return bk.Put(key, u64(v)) }

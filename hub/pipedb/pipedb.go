@@ -1,0 +1,114 @@
+// Package pipedb is the pipeline's bbolt file (pipeline.db), shared by the
+// journal cursor, outbox, exceptions, approvals and alerts so that one
+// transaction can move the cursor and write everything an event yields.
+// Writers are serialised here, and packages that keep in-memory counters
+// (outbox depth, pending approvals) register hooks that apply their
+// changes only once a transaction has committed.
+package pipedb
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// FormatVersion of the file.
+const FormatVersion = 1
+
+// ErrCorrupt marks a file that failed its checks on open.
+var ErrCorrupt = errors.New("pipeline store is corrupt")
+
+var (
+	bucketMeta = []byte("meta")
+	keyFormat  = []byte("format")
+)
+
+// Hooks follow the outcome of every write transaction.
+type Hooks interface {
+	// Committed runs after a transaction committed.
+	Committed()
+	// Discard runs after a transaction failed or was rolled back.
+	Discard()
+}
+
+// DB is the pipeline's file. Read with View; write only with Update.
+type DB struct {
+	*bolt.DB
+	mu    sync.Mutex
+	hooks []Hooks
+}
+
+// Open opens or creates the file.
+func Open(path string) (*DB, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("create pipeline folder: %w", err)
+	}
+	if st, err := os.Stat(path); err == nil && st.Size() == 0 {
+		return nil, fmt.Errorf("%w: %s is empty; move it aside to start over", ErrCorrupt, path)
+	}
+	// NoFreelistSync: the freelist is rebuilt by scanning on open instead
+	// of being written with every commit, which halves the pages a small
+	// commit writes (etcd runs bbolt the same way).
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second, FreelistType: bolt.FreelistMapType, NoFreelistSync: true})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("open %s: locked by another process (is another hub running with the same storage.dir?): %w", path, err)
+		}
+		return nil, fmt.Errorf("%w: open %s: %v", ErrCorrupt, path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+		if err != nil {
+			return err
+		}
+		v := meta.Get(keyFormat)
+		if v == nil {
+			return meta.Put(keyFormat, []byte(strconv.Itoa(FormatVersion)))
+		}
+		n, err := strconv.Atoi(string(v))
+		if err != nil || n < 1 {
+			return fmt.Errorf("%w: %s: format version %q unreadable", ErrCorrupt, path, v)
+		}
+		if n > FormatVersion {
+			return fmt.Errorf("%s has format %d, this hub reads up to %d; upgrade the hub", path, n, FormatVersion)
+		}
+		return nil
+	})
+	if err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	return &DB{DB: db}, nil
+}
+
+// Register adds hooks; call it before the first Update.
+func (d *DB) Register(h Hooks) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.hooks = append(d.hooks, h)
+}
+
+// Update runs fn in a write transaction, one writer at a time, then runs
+// every hook's Committed or Discard.
+func (d *DB) Update(fn func(tx *bolt.Tx) error) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	err := d.DB.Update(fn)
+	for _, h := range d.hooks {
+		if err != nil {
+			h.Discard()
+		} else {
+			h.Committed()
+		}
+	}
+	return err
+}
+
+// Meta is the bucket for small values of the pipeline itself (the cursor).
+func Meta(tx *bolt.Tx) *bolt.Bucket { return tx.Bucket(bucketMeta) }
