@@ -18,6 +18,7 @@ import (
 	"github.com/plantsync/plantsync/agent/buffer"
 	"github.com/plantsync/plantsync/agent/source"
 	"github.com/plantsync/plantsync/agent/uplink"
+	"github.com/plantsync/plantsync/internal/cli"
 	pb "github.com/plantsync/plantsync/proto/plantsync/v1"
 )
 
@@ -36,7 +37,7 @@ type Agent struct {
 	stopOnce sync.Once
 	stopErr  error
 
-	reload reloadState // SIGHUP reloads: see reload.go
+	reload *cli.ConfigReloader[Config] // SIGHUP reloads: see reload.go
 }
 
 type namedSource struct {
@@ -51,7 +52,8 @@ func New(cfg Config, logger *slog.Logger) (*Agent, error) {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return &Agent{cfg: cfg, log: logger, reg: reg}, nil
+	return &Agent{cfg: cfg, log: logger, reg: reg,
+		reload: cli.NewConfigReloader("plantsync-agent", cfg, logger, LoadConfig, func(c Config) string { return c.Log.Level })}, nil
 }
 
 // Start opens the buffer, starts the uplink, the sources and the admin

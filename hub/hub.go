@@ -17,6 +17,7 @@ import (
 	"github.com/plantsync/plantsync/hub/ingest"
 	"github.com/plantsync/plantsync/hub/journal"
 	"github.com/plantsync/plantsync/hub/pipeline"
+	"github.com/plantsync/plantsync/internal/cli"
 )
 
 // Hub is one running plantsync-hub.
@@ -37,7 +38,7 @@ type Hub struct {
 	stopOnce sync.Once
 	stopErr  error
 
-	reload reloadState // SIGHUP reloads: see reload.go
+	reload *cli.ConfigReloader[Config] // SIGHUP reloads: see reload.go
 }
 
 // New assembles a hub from a validated config.
@@ -47,7 +48,8 @@ func New(cfg Config, logger *slog.Logger) *Hub {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return &Hub{cfg: cfg, log: logger, reg: reg}
+	return &Hub{cfg: cfg, log: logger, reg: reg,
+		reload: cli.NewConfigReloader("plantsync-hub", cfg, logger, LoadConfig, func(c Config) string { return c.Log.Level })}
 }
 
 // Start opens the stores, then the HTTP API, then agent ingest.
