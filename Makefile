@@ -27,6 +27,11 @@ build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/plantsync-agent ./agent/cmd/plantsync-agent
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/plantsync-hub ./hub/cmd/plantsync-hub
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/plantsim ./sim/cmd/plantsim
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/sandboxerp ./sim/cmd/sandboxerp
+	@mkdir -p $(BIN)/plugins
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/plugins/webhook ./plugins/webhook
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/plugins/tryton ./plugins/tryton
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/plugins/filedrop ./plugins/filedrop
 
 run: build
 	$(GO) run ./internal/cmd/demo -bin $(BIN) -state $(STATE) -configs configs
@@ -42,6 +47,8 @@ bench: build
 	$(GO) run ./e2e/cmd/bench -bin $(BIN) $(BENCHFLAGS)
 
 PROTO_FILES := $(wildcard proto/plantsync/v1/*.proto)
+# The host <-> connector plugin protocol (plugins/sdk); imports plantsync/v1.
+PLUGIN_PROTO_FILES := $(wildcard proto/plantsync/plugin/v1/*.proto)
 # Third-party wire contracts the agent decodes (no services, so no gRPC code).
 PROTO_MSG_FILES := $(wildcard proto/sparkplug/*.proto)
 
@@ -54,6 +61,10 @@ proto:
 		--go_out=proto --go_opt=paths=source_relative \
 		--go-grpc_out=proto --go-grpc_opt=paths=source_relative \
 		$(PROTO_FILES)
+	PATH="$(CURDIR)/$(BIN)/tools:$$PATH" protoc -I proto -I /usr/include \
+		--go_out=proto --go_opt=paths=source_relative \
+		--go-grpc_out=proto --go-grpc_opt=paths=source_relative \
+		$(PLUGIN_PROTO_FILES)
 	PATH="$(CURDIR)/$(BIN)/tools:$$PATH" protoc -I proto \
 		--go_out=proto --go_opt=paths=source_relative \
 		$(PROTO_MSG_FILES)

@@ -7,6 +7,7 @@ import (
 	"github.com/plantsync/plantsync/agent/source/generator"
 	"github.com/plantsync/plantsync/agent/source/mqtt"
 	"github.com/plantsync/plantsync/agent/source/opcua"
+	"github.com/plantsync/plantsync/agent/source/plugin"
 )
 
 // Components lists every source type the agent binary ships. Registration is
@@ -16,6 +17,7 @@ func Components() (map[string]source.Factory, error) {
 		mqtt.Factory,
 		generator.Factory,
 		opcua.Factory,
+		plugin.Factory,
 	}
 	out := make(map[string]source.Factory, len(list))
 	for _, f := range list {

@@ -98,6 +98,7 @@ source scripts/peers/node-opcua.sh # node-opcua server (npm) for TestInteropOPCU
 # tryton-modules-stock tryton-modules-stock-supply tryton-modules-production,
 # stop any system trytond like stop_system_mosquitto does, export the trytond
 # and trytond-admin paths, and call it from the "provision" list below.
+source scripts/peers/tryton.sh # Tryton 6.0 (apt) + cached seeded SQLite database for TestInteropTryton* in plugins/tryton; exports PLANTSYNC_TRYTOND, PLANTSYNC_TRYTON_SEED
 
 # --- provision ------------------------------------------------------------------
 
@@ -105,7 +106,7 @@ provision_mosquitto
 bash scripts/peers/sparkplug-npm.sh # Sparkplug B edge node (npm) for TestInteropMQTT* in agent/source/mqtt
 # provision_node_opcua   (extension point above)
 # provision_tryton       (extension point above)
-log "peers provisioned: mosquitto, node-opcua, Sparkplug B edge node (npm)"
+log "peers provisioned: mosquitto, node-opcua, Sparkplug B edge node (npm), Tryton"
 
 # --- run ------------------------------------------------------------------------
 
