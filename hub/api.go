@@ -14,6 +14,7 @@ import (
 
 	"github.com/plantsync/plantsync/hub/auth"
 	"github.com/plantsync/plantsync/hub/journal"
+	"github.com/plantsync/plantsync/hub/partner"
 	"github.com/plantsync/plantsync/internal/buildinfo"
 	pb "github.com/plantsync/plantsync/proto/plantsync/v1"
 )
@@ -34,13 +35,16 @@ func (h *Hub) routes() http.Handler {
 	view("GET /api/v1/events", h.events)
 	view("GET /api/v1/rejected", h.rejected)
 	h.pipelineRoutes(view, approve, admin)
+	// Partners authenticate with their own credentials (hub/partner), not
+	// with operator tokens.
+	mux.Handle(partner.Route, h.partners)
 	view("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, apiError{fmt.Sprintf("no endpoint %s %s; GET / lists them", r.Method, r.URL.Path)})
 	})
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{
 			"name": "plantsync-hub", "version": buildinfo.Version,
-			"endpoints": append([]string{"/healthz", "/metrics", "/api/v1/agents", "/api/v1/events?after=POSITION&limit=N", "/api/v1/rejected"}, pipelineEndpoints...),
+			"endpoints": append([]string{"/healthz", "/metrics", "/api/v1/agents", "/api/v1/events?after=POSITION&limit=N", "/api/v1/rejected", "/api/v1/ingest/{partner} (POST, partner credentials)"}, pipelineEndpoints...),
 			"auth":      "every /api/v1 endpoint needs Authorization: Bearer <token> (tokens file: http.auth.tokens_file)",
 		})
 	})

@@ -6,15 +6,19 @@ import (
 	"net"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/plantsync/plantsync/hub/alerts"
 	"github.com/plantsync/plantsync/hub/auth"
+	"github.com/plantsync/plantsync/hub/delivery"
 	"github.com/plantsync/plantsync/hub/ingest"
 	"github.com/plantsync/plantsync/hub/journal"
+	"github.com/plantsync/plantsync/hub/partner"
 	"github.com/plantsync/plantsync/hub/pipeline"
 	"github.com/plantsync/plantsync/internal/config"
 	"github.com/plantsync/plantsync/internal/pki"
+	"github.com/plantsync/plantsync/plugins/sdk"
 )
 
 // HTTP is the config key `http`: API, dashboard, /metrics, /healthz.
@@ -23,6 +27,10 @@ type HTTP struct {
 	TLS    struct {
 		Cert string `yaml:"cert"`
 		Key  string `yaml:"key"`
+		// ClientCA, when set, makes the listener ask clients for a
+		// certificate chaining to it (optional for each client): partners
+		// configured with auth.client_cert present one (hub/partner).
+		ClientCA string `yaml:"client_ca"`
 	} `yaml:"tls"`
 	Auth HTTPAuth `yaml:"auth"`
 	// OpsListen, when set, is a second, plain-HTTP listener serving only
@@ -51,25 +59,50 @@ type PKI struct {
 	Dir string `yaml:"dir"`
 }
 
+// Destination types.
+const (
+	// DestinationLog logs each entry and marks it delivered (built in).
+	DestinationLog = "log"
+	// DestinationPlugin delivers through a connector plugin (plugins:).
+	DestinationPlugin = "plugin"
+	// DestinationAlerts is the built-in alerts destination; it needs no
+	// entry, and an entry may only name it.
+	DestinationAlerts = "alerts"
+)
+
 // Destination is one entry of the config key `destinations`: where
-// workflow actions are delivered. This hub version delivers to type `log`
-// (logs each entry and marks it delivered); connector types arrive with
-// the plugin SDK. The built-in `alerts` destination always exists.
+// workflow actions are delivered. Type `plugin` delivers through a
+// connector plugin declared under `plugins` (hub/delivery); type `log`
+// logs each entry and marks it delivered. The built-in `alerts`
+// destination always exists.
 type Destination struct {
 	Name string `yaml:"name"`
 	Type string `yaml:"type"`
+	// Plugin names an entry of `plugins` (type plugin).
+	Plugin string `yaml:"plugin,omitempty"`
+	// Config is the connector's own section, passed to its Configure (see
+	// the plugin's README). Secret values are references (file:PATH or
+	// env:NAME) under secret-named keys; the host resolves them.
+	Config map[string]any `yaml:"config,omitempty"`
+	// Secrets are further references (file:PATH or env:NAME) whose values
+	// the host scrubs from everything the plugin logs or answers, e.g. a
+	// password the plugin reads from its environment.
+	Secrets []string `yaml:"secrets,omitempty"`
+	// Delivery tunes retries, timeouts, concurrency and the breaker.
+	Delivery delivery.Config `yaml:"delivery"`
 }
 
-// Plugins and Partners are the keys later parts of the hub fill in; they
-// exist now so configs keep their shape.
-type (
-	Plugin struct {
-		Name string `yaml:"name"`
-	}
-	Partner struct {
-		Name string `yaml:"name"`
-	}
-)
+// Plugin is one entry of the config key `plugins`: a connector binary,
+// pinned by its SHA-256 (`sha256sum PLUGIN`); the hub refuses a binary
+// whose checksum differs. Destinations of type plugin refer to it by name;
+// each such destination runs its own plugin process.
+type Plugin struct {
+	Name   string `yaml:"name"`
+	Path   string `yaml:"path"`
+	SHA256 string `yaml:"sha256"`
+	// StartTimeout bounds process start plus Configure (default 10s).
+	StartTimeout time.Duration `yaml:"start_timeout,omitempty"`
+}
 
 // Log is the config key `log`.
 type Log struct {
@@ -79,15 +112,15 @@ type Log struct {
 
 // Config is the hub's whole configuration.
 type Config struct {
-	GRPC         ingest.Config   `yaml:"grpc"`
-	HTTP         HTTP            `yaml:"http"`
-	Storage      Storage         `yaml:"storage"`
-	PKI          PKI             `yaml:"pki"`
-	Pipeline     pipeline.Config `yaml:"pipeline"`
-	Destinations []Destination   `yaml:"destinations"`
-	Plugins      []Plugin        `yaml:"plugins"`
-	Partners     []Partner       `yaml:"partners"`
-	Log          Log             `yaml:"log"`
+	GRPC         ingest.Config    `yaml:"grpc"`
+	HTTP         HTTP             `yaml:"http"`
+	Storage      Storage          `yaml:"storage"`
+	PKI          PKI              `yaml:"pki"`
+	Pipeline     pipeline.Config  `yaml:"pipeline"`
+	Destinations []Destination    `yaml:"destinations"`
+	Plugins      []Plugin         `yaml:"plugins"`
+	Partners     []partner.Config `yaml:"partners"`
+	Log          Log              `yaml:"log"`
 }
 
 // NewDefaultConfig is the one place defaults are set.
@@ -104,10 +137,10 @@ func NewDefaultConfig() Config {
 		// The shipped workflows' destinations, as log destinations until
 		// connectors are configured for them.
 		Destinations: []Destination{
-			{Name: pipeline.DestERP, Type: "log"},
-			{Name: pipeline.DestSupplierPortal, Type: "log"},
-			{Name: pipeline.DestPlanning, Type: "log"},
-			{Name: pipeline.DestReporting, Type: "log"},
+			{Name: pipeline.DestERP, Type: DestinationLog},
+			{Name: pipeline.DestSupplierPortal, Type: DestinationLog},
+			{Name: pipeline.DestPlanning, Type: DestinationLog},
+			{Name: pipeline.DestReporting, Type: DestinationLog},
 		},
 		Log: Log{Level: "info", Format: "text"},
 	}
@@ -115,33 +148,155 @@ func NewDefaultConfig() Config {
 
 var destinationName = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,62}$`)
 
-// PipelineDestinations are the destinations as the pipeline sees them.
-func (c *Config) PipelineDestinations() []pipeline.Destination {
+// PipelineDestinations are the destinations as the pipeline sees them
+// before any plugin has answered: a plugin destination accepts every
+// action until its connector's Configure says which it performs
+// (CheckPlugins, Hub.Start).
+func (c *Config) PipelineDestinations() []pipeline.Destination { return c.pipelineDestinations(nil) }
+
+// pipelineDestinations fills in the actions the connectors answered, by
+// destination name.
+func (c *Config) pipelineDestinations(actions map[string][]string) []pipeline.Destination {
 	out := make([]pipeline.Destination, 0, len(c.Destinations))
 	for _, d := range c.Destinations {
+		pd := pipeline.Destination{Name: d.Name, Type: d.Type}
+		switch d.Type {
+		case DestinationAlerts:
+			pd.Actions = []string{alerts.Action}
+		case DestinationPlugin:
+			if a, ok := actions[d.Name]; ok {
+				pd.Actions = append([]string{}, a...)
+			}
+		}
 		// A log destination accepts every action (nil list).
-		out = append(out, pipeline.Destination{Name: d.Name, Type: d.Type})
+		out = append(out, pd)
 	}
 	return out
 }
 
+var pluginName = destinationName
+
 func (c *Config) validateDestinations() []error {
 	var errs []error
 	seen := map[string]int{}
+	plugins := map[string]bool{}
+	for _, p := range c.Plugins {
+		plugins[p.Name] = true
+	}
 	for i, d := range c.Destinations {
 		p := fmt.Sprintf("destinations[%d]", i)
 		switch {
 		case !destinationName.MatchString(d.Name):
 			errs = append(errs, fmt.Errorf("%s.name: %q; want lower-case letters, digits, _ or -, starting with a letter, e.g. erp", p, d.Name))
-		case d.Name == alerts.Destination:
-			errs = append(errs, fmt.Errorf("%s.name: %q is the built-in alerts destination; it needs no entry", p, d.Name))
+		case d.Name == alerts.Destination && d.Type != DestinationAlerts:
+			errs = append(errs, fmt.Errorf("%s.name: %q is the built-in alerts destination; it needs no entry (or type: alerts)", p, d.Name))
 		}
 		if j, dup := seen[d.Name]; dup {
 			errs = append(errs, fmt.Errorf("%s.name: %q is already declared at destinations[%d]", p, d.Name, j))
 		}
 		seen[d.Name] = i
-		if d.Type != "log" {
-			errs = append(errs, fmt.Errorf("%s.type: %q is not supported by this hub version; want log (connector types arrive with plugins)", p, d.Type))
+		switch d.Type {
+		case DestinationLog, DestinationAlerts:
+			if d.Type == DestinationAlerts && d.Name != alerts.Destination {
+				errs = append(errs, fmt.Errorf("%s.type: alerts is the built-in destination named alerts; want type plugin or log for %q", p, d.Name))
+			}
+			if d.Plugin != "" || len(d.Config) > 0 || len(d.Secrets) > 0 {
+				errs = append(errs, fmt.Errorf("%s: plugin, config and secrets belong to type plugin; remove them or set type: plugin", p))
+			}
+		case DestinationPlugin:
+			switch {
+			case d.Plugin == "":
+				errs = append(errs, fmt.Errorf("%s.plugin: required with type plugin; name an entry of plugins, e.g. webhook", p))
+			case !plugins[d.Plugin]:
+				errs = append(errs, fmt.Errorf("%s.plugin: %q is not declared; want an entry {name: %s, path: ..., sha256: ...} under plugins", p, d.Plugin, d.Plugin))
+			}
+			for j, ref := range d.Secrets {
+				if !strings.HasPrefix(ref, "file:") && !strings.HasPrefix(ref, "env:") {
+					errs = append(errs, fmt.Errorf("%s.secrets[%d]: want a reference, file:/path/to/secret or env:VARIABLE, never the secret itself", p, j))
+				}
+			}
+			errs = append(errs, d.Delivery.Validate(p+".delivery")...)
+		default:
+			errs = append(errs, fmt.Errorf("%s.type: %q; want plugin (a connector declared under plugins) or log", p, d.Type))
+		}
+	}
+	return errs
+}
+
+func (c *Config) validatePlugins() []error {
+	var errs []error
+	seen := map[string]int{}
+	for i, pl := range c.Plugins {
+		p := fmt.Sprintf("plugins[%d]", i)
+		if !pluginName.MatchString(pl.Name) {
+			errs = append(errs, fmt.Errorf("%s.name: %q; want lower-case letters, digits, _ or -, starting with a letter, e.g. webhook", p, pl.Name))
+		}
+		if j, dup := seen[pl.Name]; dup {
+			errs = append(errs, fmt.Errorf("%s.name: %q is already declared at plugins[%d]; use another name", p, pl.Name, j))
+		}
+		seen[pl.Name] = i
+		if pl.Path == "" {
+			errs = append(errs, fmt.Errorf("%s.path: required, e.g. /usr/lib/plantsync-hub/plugins/%s", p, pl.Name))
+		}
+		bin := pl.Path
+		if bin == "" {
+			bin = "PLUGIN"
+		}
+		if pl.SHA256 == "" {
+			errs = append(errs, fmt.Errorf("%s.sha256: required; write the output of `sha256sum %s` here", p, bin))
+		} else if _, err := sdk.ParseSHA256(pl.SHA256); err != nil {
+			errs = append(errs, fmt.Errorf("%s.sha256: %q is not 64 hex digits; want what `sha256sum %s` prints", p, pl.SHA256, bin))
+		}
+		if pl.StartTimeout < 0 || pl.StartTimeout > 10*time.Minute {
+			errs = append(errs, fmt.Errorf("%s.start_timeout: %s; want 1ms to 10m (0 for the default, 10s)", p, pl.StartTimeout))
+		}
+	}
+	return errs
+}
+
+// plugin returns the plugins entry named name.
+func (c *Config) plugin(name string) (Plugin, bool) {
+	for _, p := range c.Plugins {
+		if p.Name == name {
+			return p, true
+		}
+	}
+	return Plugin{}, false
+}
+
+// checkPluginFiles checks every plugin binary against its pinned checksum
+// and resolves the destinations' secret references (files, environment).
+func (c *Config) checkPluginFiles() []error {
+	var errs []error
+	for i, pl := range c.Plugins {
+		if pl.Path == "" || pl.SHA256 == "" {
+			continue // reported by Validate
+		}
+		if _, err := sdk.ParseSHA256(pl.SHA256); err != nil {
+			continue
+		}
+		if err := sdk.VerifyChecksum(pl.Path, pl.SHA256); err != nil {
+			if errors.Is(err, sdk.ErrChecksumMismatch) {
+				// A binary nobody replaced on purpose may have been
+				// tampered with: the hub never runs it.
+				errs = append(errs, fmt.Errorf("plugins[%d].sha256: %w; otherwise check where the binary came from", i, err))
+			} else {
+				errs = append(errs, fmt.Errorf("plugins[%d].path: %w; check the path", i, err))
+			}
+		}
+	}
+	for i, d := range c.Destinations {
+		if d.Type != DestinationPlugin {
+			continue
+		}
+		p := fmt.Sprintf("destinations[%d]", i)
+		if _, _, err := sdk.ResolveSecrets(p+".config", d.Config); err != nil {
+			errs = append(errs, err)
+		}
+		for j, ref := range d.Secrets {
+			if _, err := config.Secret(fmt.Sprintf("%s.secrets[%d]", p, j), ref); err != nil && (strings.HasPrefix(ref, "file:") || strings.HasPrefix(ref, "env:")) {
+				errs = append(errs, err)
+			}
 		}
 	}
 	return errs
@@ -194,22 +349,19 @@ func (c *Config) Validate() []error {
 	if c.Log.Format != "text" && c.Log.Format != "json" {
 		errs = append(errs, fmt.Errorf("log.format: %q; want text or json", c.Log.Format))
 	}
+	errs = append(errs, c.validatePlugins()...)
 	errs = append(errs, c.validateDestinations()...)
 	errs = append(errs, c.Pipeline.Validate("pipeline", c.PipelineDestinations())...)
-	for _, s := range []struct {
-		key string
-		n   int
-	}{{"plugins", len(c.Plugins)}, {"partners", len(c.Partners)}} {
-		if s.n > 0 {
-			errs = append(errs, fmt.Errorf("%s: not supported by this hub version yet; remove the entries", s.key))
-		}
+	if c.HTTP.TLS.ClientCA != "" && c.HTTP.TLS.Cert == "" {
+		errs = append(errs, errors.New("http.tls.client_ca: client certificates need HTTPS; set http.tls.cert and http.tls.key too"))
 	}
+	errs = append(errs, partner.Validate("partners", c.Partners, c.HTTP.TLS.ClientCA != "")...)
 	return errs
 }
 
 func (c *Config) checkFiles(now time.Time) []error {
 	var errs []error
-	for _, f := range [][2]string{{"grpc.tls.cert", c.GRPC.TLS.Cert}, {"grpc.tls.client_ca", c.GRPC.TLS.ClientCA}, {"http.tls.cert", c.HTTP.TLS.Cert}} {
+	for _, f := range [][2]string{{"grpc.tls.cert", c.GRPC.TLS.Cert}, {"grpc.tls.client_ca", c.GRPC.TLS.ClientCA}, {"http.tls.cert", c.HTTP.TLS.Cert}, {"http.tls.client_ca", c.HTTP.TLS.ClientCA}} {
 		if f[1] == "" {
 			continue
 		}
@@ -220,6 +372,8 @@ func (c *Config) checkFiles(now time.Time) []error {
 		case f[0] == "grpc.tls.client_ca" && !cert.IsCA:
 			// Otherwise the hub would fail only when it starts.
 			errs = append(errs, fmt.Errorf("%s: %s holds %q, not a CA certificate; use ca.crt from the folder `plantsync-hub pki init` made", f[0], f[1], cert.Subject.CommonName))
+		case f[0] == "http.tls.client_ca" && !cert.IsCA:
+			errs = append(errs, fmt.Errorf("%s: %s holds %q, not a CA certificate; use the CA that issues the partners' client certificates", f[0], f[1], cert.Subject.CommonName))
 		}
 	}
 	for _, f := range [][2]string{{"grpc.tls.key", c.GRPC.TLS.Key}, {"http.tls.key", c.HTTP.TLS.Key}} {
@@ -245,6 +399,8 @@ func (c *Config) checkFiles(now time.Time) []error {
 		}
 	}
 	errs = append(errs, c.Pipeline.CheckFiles("pipeline", c.PipelineDestinations())...)
+	errs = append(errs, c.checkPluginFiles()...)
+	errs = append(errs, partner.CheckFiles("partners", c.Partners)...)
 	return errs
 }
 

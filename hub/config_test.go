@@ -162,7 +162,7 @@ func (f *fixture) write(t *testing.T, name, text string) string {
 
 // A problem reads "FIELD.PATH[ (line N)]: what is wrong; what to do".
 var (
-	problemHead = regexp.MustCompile(`^[a-z_]+(\[\d+\])?(\.[a-z_]+(\[\d+\])?)*( \(line \d+\))?: `)
+	problemHead = regexp.MustCompile(`^[a-z_]+(\[\d+\])?(\.[a-z_][a-z0-9_]*(\[\d+\])?)*( \(line \d+\))?: `)
 	fixWords    = []string{"want", "e.g.", "use ", "run ", "issue ", "check ", "set ", "fix ", "remove", "keep ", "required", "must"}
 )
 

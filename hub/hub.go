@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,8 +17,10 @@ import (
 	"github.com/plantsync/plantsync/hub/auth"
 	"github.com/plantsync/plantsync/hub/ingest"
 	"github.com/plantsync/plantsync/hub/journal"
+	"github.com/plantsync/plantsync/hub/partner"
 	"github.com/plantsync/plantsync/hub/pipeline"
 	"github.com/plantsync/plantsync/internal/cli"
+	"github.com/plantsync/plantsync/plugins/sdk"
 )
 
 // Hub is one running plantsync-hub.
@@ -34,6 +37,10 @@ type Hub struct {
 	ingest   *ingest.Server
 	http     *http.Server
 	lis      net.Listener
+	partners *partner.Handler // POST /api/v1/ingest/{partner}
+
+	// connectors are the plugin destinations' processes and engines.
+	connectors *connectors
 
 	stopOnce sync.Once
 	stopErr  error
@@ -76,22 +83,46 @@ func (h *Hub) Start(ctx context.Context) (err error) {
 	if h.guard, err = auth.NewGuard(h.cfg.HTTP.Auth.TokensFile, h.log.With("component", "auth")); err != nil {
 		return fmt.Errorf("http.auth.tokens_file: %w", err)
 	}
+	// The connectors answer which actions they perform before the
+	// pipeline compiles the workflows against them.
+	pm, err := sdk.NewPrometheusMetrics(h.reg, "plantsync_hub")
+	if err != nil {
+		return err
+	}
+	var actions map[string][]string
+	if h.connectors, actions, err = openConnectors(ctx, &h.cfg, h.log, pm); err != nil {
+		return err
+	}
 	if h.pipeline, err = pipeline.New(pipeline.Options{
-		Config: h.cfg.Pipeline, Dir: h.cfg.Storage.Dir, Journal: j, Destinations: h.cfg.PipelineDestinations(),
+		Config: h.cfg.Pipeline, Dir: h.cfg.Storage.Dir, Journal: j, Destinations: h.cfg.pipelineDestinations(actions),
 		Logger: h.log.With("component", "pipeline"), Registerer: h.reg,
 	}); err != nil {
+		return err
+	}
+	if err := h.connectors.startDelivery(ctx, &h.cfg, h.pipeline.Outbox(), h.pipeline.Exceptions(), h.reg); err != nil {
 		return err
 	}
 	if err := h.pipeline.Start(ctx); err != nil {
 		return err
 	}
 
+	// Partners post events on the HTTP listener, straight into the journal.
+	if h.partners, err = partner.New(partner.Options{Partners: h.cfg.Partners, Journal: j, Schemas: h.pipeline.Schemas(),
+		Logger: h.log.With("component", "partner"), Registerer: h.reg}); err != nil {
+		return fmt.Errorf("partners: %w", err)
+	}
+	var httpTLS *tls.Config
+	if ca := h.cfg.HTTP.TLS.ClientCA; ca != "" {
+		if httpTLS, err = partner.ServerTLS(ca); err != nil {
+			return fmt.Errorf("http.tls.client_ca: %w", err)
+		}
+	}
 	lis, err := net.Listen("tcp", h.cfg.HTTP.Listen)
 	if err != nil {
 		return fmt.Errorf("http.listen %s: %w", h.cfg.HTTP.Listen, err)
 	}
 	h.lis = lis
-	h.http = &http.Server{Handler: h.routes(), ReadHeaderTimeout: 5 * time.Second}
+	h.http = &http.Server{Handler: h.routes(), ReadHeaderTimeout: 5 * time.Second, TLSConfig: httpTLS}
 	go func() {
 		var err error
 		if h.cfg.HTTP.TLS.Cert != "" {
@@ -162,8 +193,8 @@ func (h *Hub) Journal() journal.Journal { return h.journal }
 // crosswalks) to the delivery engine and tests.
 func (h *Hub) Pipeline() *pipeline.Pipeline { return h.pipeline }
 
-// Shutdown stops ingest, finishes journal writes, stops the API and the
-// pipeline, and closes the stores. Idempotent, safe without Start.
+// Shutdown stops ingest, finishes journal writes, stops the API,
+// delivery and the pipeline, closes the stores and ends the plugins. Idempotent, safe without Start.
 func (h *Hub) Shutdown(ctx context.Context) error {
 	h.stopOnce.Do(func() {
 		var errs []error
@@ -176,11 +207,14 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 		if h.ops != nil {
 			errs = append(errs, h.ops.Shutdown(ctx))
 		}
-		// The pipeline reads the journal: stop it (and close its stores)
-		// before the journal.
+		// Delivery reads the outbox: stop it before the pipeline closes
+		// its stores. The pipeline reads the journal: stop it (and close
+		// its stores) before the journal.
+		errs = append(errs, h.connectors.stopDelivery(ctx))
 		if h.pipeline != nil {
 			errs = append(errs, h.pipeline.Shutdown(ctx))
 		}
+		h.connectors.close()
 		if h.journal != nil {
 			errs = append(errs, h.journal.Close())
 		}

@@ -10,6 +10,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"io"
@@ -21,6 +22,7 @@ import (
 	"github.com/plantsync/plantsync/hub"
 	"github.com/plantsync/plantsync/internal/buildinfo"
 	"github.com/plantsync/plantsync/internal/cli"
+	"github.com/plantsync/plantsync/internal/config"
 	"github.com/plantsync/plantsync/internal/pki"
 )
 
@@ -57,6 +59,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		if args[0] == "validate" {
+			// Start each connector plugin once: its Configure answer says
+			// which actions it performs, and every workflow must route
+			// only those to it.
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			if errs := hub.CheckPlugins(ctx, cfg, cli.Logger(stderr, "warn", cfg.Log.Format)); len(errs) > 0 {
+				fmt.Fprintln(stderr, config.Join(*path, errs))
+				return 1
+			}
 			fmt.Fprintf(stdout, "%s: ok\n", *path)
 			return 0
 		}

@@ -73,7 +73,7 @@ func TestValidateBadConfigListsEveryProblem(t *testing.T) {
   max_inflight_batches: 0
 http: {listen: 127.0.0.1:8080, tls: {cert: %q}}
 storage: {dir: "", retention: {max_age: 1 month}}
-partners: [{name: acme}]
+partners: [{name: acme, types: [supplier.confirmation], plants: [DE-01]}]
 `, filepath.Join(dir, "hub.crt"), filepath.Join(dir, "hub.key"), filepath.Join(dir, "missing.crt"), filepath.Join(dir, "hub.crt")))
 	code, stdout, stderr := runCLI("validate", "-config", path)
 	if code != 1 || stdout != "" {
@@ -86,7 +86,7 @@ partners: [{name: acme}]
 		"grpc.max_inflight_batches: 0 out of range",
 		"http.tls: set both cert and key",
 		"storage.dir: required",
-		"partners: not supported by this hub version yet",
+		"partners[0].auth: set token_file",
 		"grpc.tls.client_ca: certificate file " + filepath.Join(dir, "missing.crt") + ": file does not exist",
 	} {
 		if !strings.Contains(stderr, want) {
