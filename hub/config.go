@@ -11,6 +11,7 @@ import (
 
 	"github.com/plantsync/plantsync/hub/alerts"
 	"github.com/plantsync/plantsync/hub/auth"
+	"github.com/plantsync/plantsync/hub/capture"
 	"github.com/plantsync/plantsync/hub/delivery"
 	"github.com/plantsync/plantsync/hub/ingest"
 	"github.com/plantsync/plantsync/hub/journal"
@@ -90,6 +91,10 @@ type Destination struct {
 	Secrets []string `yaml:"secrets,omitempty"`
 	// Delivery tunes retries, timeouts, concurrency and the breaker.
 	Delivery delivery.Config `yaml:"delivery"`
+	// Changes tunes change capture (hub/capture): the hub polls a
+	// connector that offers the changes capability, e.g.
+	// `changes: {poll_interval: 30s, plant: DE01}`.
+	Changes capture.Config `yaml:"changes,omitempty"`
 }
 
 // Plugin is one entry of the config key `plugins`: a connector binary,
@@ -203,6 +208,9 @@ func (c *Config) validateDestinations() []error {
 			if d.Plugin != "" || len(d.Config) > 0 || len(d.Secrets) > 0 {
 				errs = append(errs, fmt.Errorf("%s: plugin, config and secrets belong to type plugin; remove them or set type: plugin", p))
 			}
+			if d.Changes != (capture.Config{}) {
+				errs = append(errs, fmt.Errorf("%s.changes: change capture needs a connector; remove it or set type: plugin", p))
+			}
 		case DestinationPlugin:
 			switch {
 			case d.Plugin == "":
@@ -216,6 +224,7 @@ func (c *Config) validateDestinations() []error {
 				}
 			}
 			errs = append(errs, d.Delivery.Validate(p+".delivery")...)
+			errs = append(errs, d.Changes.Validate(p+".changes")...)
 		default:
 			errs = append(errs, fmt.Errorf("%s.type: %q; want plugin (a connector declared under plugins) or log", p, d.Type))
 		}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/plantsync/plantsync/hub/auth"
+	"github.com/plantsync/plantsync/hub/capture"
 	"github.com/plantsync/plantsync/hub/ingest"
 	"github.com/plantsync/plantsync/hub/journal"
 	"github.com/plantsync/plantsync/hub/partner"
@@ -41,6 +43,9 @@ type Hub struct {
 
 	// connectors are the plugin destinations' processes and engines.
 	connectors *connectors
+	// capture polls the connectors that offer changes (hub/capture).
+	capture []*capture.Poller
+	cursors *capture.Cursors
 
 	stopOnce sync.Once
 	stopErr  error
@@ -103,6 +108,9 @@ func (h *Hub) Start(ctx context.Context) (err error) {
 		return err
 	}
 	if err := h.pipeline.Start(ctx); err != nil {
+		return err
+	}
+	if err := h.startCapture(ctx); err != nil {
 		return err
 	}
 
@@ -207,6 +215,11 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 		if h.ops != nil {
 			errs = append(errs, h.ops.Shutdown(ctx))
 		}
+		// Change capture writes to the journal like ingest does.
+		for _, p := range h.capture {
+			errs = append(errs, p.Shutdown(ctx))
+		}
+		errs = append(errs, h.cursors.Close())
 		// Delivery reads the outbox: stop it before the pipeline closes
 		// its stores. The pipeline reads the journal: stop it (and close
 		// its stores) before the journal.
@@ -222,6 +235,46 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 		h.log.Info("hub stopped")
 	})
 	return h.stopErr
+}
+
+// startCapture starts change capture for every plugin destination whose
+// connector offers the changes capability, unless its config disables it.
+func (h *Hub) startCapture(ctx context.Context) error {
+	var m *capture.Metrics
+	for _, d := range h.cfg.Destinations {
+		host, ok := h.connectors.hosts[d.Name]
+		if !ok || d.Changes.Disabled || !host.Info().Has(sdk.CapabilityChanges) {
+			continue
+		}
+		if h.cursors == nil {
+			var err error
+			if h.cursors, err = capture.OpenCursors(filepath.Join(h.cfg.Storage.Dir, "capture.db")); err != nil {
+				return err
+			}
+			if m, err = capture.NewMetrics(h.reg); err != nil {
+				return err
+			}
+		}
+		p, err := capture.New(capture.Options{Destination: d.Name, Config: d.Changes, Source: host, Journal: h.journal, Cursors: h.cursors,
+			Metrics: m, Logger: h.log.With("component", "capture", "destination", d.Name)})
+		if err != nil {
+			return err
+		}
+		if err := p.Start(ctx); err != nil {
+			return err
+		}
+		h.capture = append(h.capture, p)
+	}
+	return nil
+}
+
+// CaptureStatus reports every change capture poller's state.
+func (h *Hub) CaptureStatus() []capture.Status {
+	out := make([]capture.Status, 0, len(h.capture))
+	for _, p := range h.capture {
+		out = append(out, p.Status())
+	}
+	return out
 }
 
 func (h *Hub) registerJournalMetrics() {

@@ -61,9 +61,16 @@ func BenchmarkWebhookThroughEngine(b *testing.B) {
 	cfg := NewDefaultConfig()
 	cfg.Concurrency = keys
 
+	counted := &countingStore{Store: r.store.ob}
 	b.ResetTimer()
 	start := time.Now()
-	e := r.start(host, cfg, false)
+	e, err := New(Options{Destination: dest, Config: cfg, Outbox: counted, Connector: host, Ledger: r.ledger, Logger: testLogger(b)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := e.Start(context.Background()); err != nil {
+		b.Fatal(err)
+	}
 	for r.store.ob.Depth(dest) > 0 {
 		time.Sleep(time.Millisecond)
 	}
@@ -74,6 +81,24 @@ func BenchmarkWebhookThroughEngine(b *testing.B) {
 		b.Fatalf("%d delivered, target received %d; want %d", got, received.Load(), total)
 	}
 	b.ReportMetric(float64(total)/elapsed.Seconds(), "deliveries/s")
+	b.ReportMetric(float64(total)/float64(counted.completes.Load()), "entries/commit")
+	b.ReportMetric(float64(total)/float64(counted.reads.Load()), "entries/read")
+}
+
+// countingStore counts the engine's outbox transactions.
+type countingStore struct {
+	outbox.Store
+	completes, reads atomic.Int64
+}
+
+func (c *countingStore) Complete(dest string, outs []outbox.Outcome) error {
+	c.completes.Add(1)
+	return c.Store.Complete(dest, outs)
+}
+
+func (c *countingStore) Pending(dest string, after uint64, limit int) ([]outbox.Entry, error) {
+	c.reads.Add(1)
+	return c.Store.Pending(dest, after, limit)
 }
 
 // buildWebhookPlugin builds plugins/webhook into a temp folder.

@@ -316,10 +316,21 @@ func (e *Engine) read() {
 	var after uint64
 	rescanned := false
 	for {
+		// Under steady load the loop below never waits: check the
+		// held-back keys here too.
+		select {
+		case <-refresh.C:
+			e.refreshBlockers()
+			rescanned = false
+		default:
+		}
 		changed := e.store.Changed(e.name)
 		e.mu.Lock()
-		room := readWindow - (len(e.known) - e.heldBack)
-		full := room <= 0 || len(e.known) >= heldLimit
+		active := len(e.known) - e.heldBack
+		room := readWindow - active
+		// Read in large steps: topping the window up after every
+		// completion would cost a read transaction per delivery.
+		full := (active > 0 && room < readWindow/4) || len(e.known) >= heldLimit
 		wake := e.wake
 		e.mu.Unlock()
 		if full {
@@ -673,7 +684,11 @@ func (e *Engine) finish(l *lane, it *item, probe bool, r result) {
 	}
 	e.m.breaker.Set(float64(e.breaker.state))
 	if r.kind == kindRetry && it.attempts >= e.cfg.MaxAttempts {
-		r = result{kind: kindFailed, msg: fmt.Sprintf("gave up after %d attempts; last: %s", it.attempts, r.msg)}
+		noun := "attempts"
+		if it.attempts == 1 {
+			noun = "attempt (delivery.max_attempts is 1)"
+		}
+		r = result{kind: kindFailed, msg: fmt.Sprintf("gave up after %d %s; last: %s", it.attempts, noun, r.msg)}
 	}
 	switch r.kind {
 	case kindDelivered, kindFailed:

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
 	bolt "go.etcd.io/bbolt"
+	"go.uber.org/goleak"
 
 	"github.com/plantsync/plantsync/hub/outbox"
 	"github.com/plantsync/plantsync/hub/pipedb"

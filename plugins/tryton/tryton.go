@@ -90,7 +90,7 @@ func (c *Connector) Configure(ctx context.Context, req sdk.ConfigureRequest) (sd
 		old.close()
 	}
 	c.log.Info("tryton configured", "name", req.Name, "url", cfg.URL, "database", cfg.Database, "server_version", version)
-	return sdk.ConfigureResponse{Actions: slices.Clone(actions), Capabilities: []sdk.Capability{sdk.CapabilityLookup, sdk.CapabilityList}, Version: Version}, nil
+	return sdk.ConfigureResponse{Actions: slices.Clone(actions), Capabilities: []sdk.Capability{sdk.CapabilityLookup, sdk.CapabilityList, sdk.CapabilityChanges}, Version: Version}, nil
 }
 
 func (c *Connector) current() (Config, *client, error) {
@@ -441,11 +441,6 @@ func (c *Connector) List(ctx context.Context, req sdk.ListRequest) (sdk.ListResp
 		out.NextPageToken = strconv.Itoa(rows[len(rows)-1].ID)
 	}
 	return out, nil
-}
-
-// Changes implements sdk.Destination: not offered yet (issue 8).
-func (c *Connector) Changes(context.Context, sdk.ChangesRequest) (sdk.ChangesResponse, error) {
-	return sdk.ChangesResponse{}, fmt.Errorf("tryton changes: %w", sdk.ErrUnsupported)
 }
 
 // Health implements sdk.Destination: the server answers and the session

@@ -1,12 +1,16 @@
 // Command demo is what `make run` starts: dev certificates under a
 // git-ignored state folder, runtime configs generated from configs/, then
-// plantsim, the hub and an agent as child processes. Ctrl-C stops them in
-// drain order (agent, hub, simulator).
+// plantsim, the sandbox ERP, the hub (delivering to the sandbox ERP
+// through the webhook plugin) and an agent as child processes. Ctrl-C
+// stops them in drain order (agent, hub, sandbox ERP, simulator).
 package main
 
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -79,6 +83,7 @@ func run(bin, state, configs string) error {
 
 	grpcAddr, httpAddr := port("127.0.0.1:7443"), port("127.0.0.1:8080")
 	adminAddr, mqttAddr, opcuaAddr := port("127.0.0.1:9464"), port("127.0.0.1:1883"), port("127.0.0.1:4840")
+	erpAddr := port("127.0.0.1:8090")
 
 	tokensFile, adminToken, err := demoToken(state)
 	if err != nil {
@@ -106,6 +111,32 @@ func run(bin, state, configs string) error {
 	}
 	hubSet["pipeline.crosswalks.inbound"] = inbound
 	hubSet["pipeline.crosswalks.outbound"] = map[string]map[string]string{"erp": erp}
+	// The ERP destination: the sandbox ERP through the webhook plugin,
+	// pinned by the checksum of the binary just built.
+	webhookBin := filepath.Join(bin, "plugins", "webhook")
+	webhookSum, err := fileSHA256(webhookBin)
+	if err != nil {
+		return fmt.Errorf("webhook plugin: %w (make build puts it in %s)", err, filepath.Dir(webhookBin))
+	}
+	if _, err := os.Stat(filepath.Join(bin, "sandboxerp")); err != nil {
+		return fmt.Errorf("sandbox ERP: %w (make build puts it in %s)", err, bin)
+	}
+	erpSecret, err := demoSecret(filepath.Join(state, "erp-webhook.secret"))
+	if err != nil {
+		return err
+	}
+	hubSet["plugins"] = []map[string]any{{"name": "webhook", "path": webhookBin, "sha256": webhookSum}}
+	hubSet["destinations.0"] = map[string]any{
+		"name": "erp", "type": "plugin", "plugin": "webhook",
+		"config": map[string]any{
+			"url":         "http://" + erpAddr + "/webhook",
+			"lookup_url":  "http://" + erpAddr + "/documents/by-key/{key}",
+			"health_url":  "http://" + erpAddr + "/healthz",
+			"hmac_secret": "file:" + erpSecret,
+			"actions": []string{"purchase_requisition.create", "production_order.confirm", "production_order.update_status",
+				"production_order.reschedule", "purchase_order.update_promise", "inventory.block"},
+		},
+	}
 	if err := rewrite(filepath.Join(configs, "hub.example.yaml"), hubCfg, hubSet); err != nil {
 		return err
 	}
@@ -156,6 +187,12 @@ func run(bin, state, configs string) error {
 	if err := start("plantsim", "plantsim", "-plant", "DE-01", "-mqtt-listen", mqttAddr, "-opcua-listen", opcuaAddr); err != nil {
 		return err
 	}
+	if err := start("erp", "sandboxerp", "-listen", erpAddr, "-data", filepath.Join(state, "sandboxerp"), "-hmac-secret", "file:"+erpSecret); err != nil {
+		return err
+	}
+	if err := waitHTTP(ctx, "http://"+erpAddr+"/healthz", 15*time.Second); err != nil {
+		return fmt.Errorf("sandbox ERP did not start: %w", err)
+	}
 	if err := start("hub", "plantsync-hub", "run", "-config", hubCfg); err != nil {
 		return err
 	}
@@ -183,9 +220,10 @@ plantsync demo is running (state in %s)
   agent metrics  http://%s/metrics
   OPC UA         opc.tcp://%s
   MQTT (MES)     tcp://%s   (topics mes/DE-01/+/+)
+  sandbox ERP    http://%s/documents   (a SANDBOX, not a real ERP: requisitions and confirmations land here)
 
 Press Ctrl-C to stop.
-`, state, httpAddr, httpAddr, httpAddr, httpAddr, adminToken, tokenPath(state), tokenPath(state), httpAddr, httpAddr, httpAddr, grpcAddr, adminAddr, adminAddr, opcuaAddr, mqttAddr)
+`, state, httpAddr, httpAddr, httpAddr, httpAddr, adminToken, tokenPath(state), tokenPath(state), httpAddr, httpAddr, httpAddr, grpcAddr, adminAddr, adminAddr, opcuaAddr, mqttAddr, erpAddr)
 
 	exited := make(chan string, len(procs))
 	for _, p := range procs {
@@ -193,7 +231,7 @@ Press Ctrl-C to stop.
 	}
 	select {
 	case <-ctx.Done():
-		fmt.Println("\nstopping: agent, hub, simulator")
+		fmt.Println("\nstopping: agent, hub, sandbox ERP, simulator")
 		return nil
 	case name := <-exited:
 		return fmt.Errorf("%s exited unexpectedly; see its log lines above", name)
@@ -201,6 +239,32 @@ Press Ctrl-C to stop.
 }
 
 func tokenPath(state string) string { return filepath.Join(state, "demo-admin.token") }
+
+// fileSHA256 is the hex SHA-256 of a file, as `sha256sum` prints it.
+func fileSHA256(path string) (string, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(raw)
+	return hex.EncodeToString(sum[:]), nil
+}
+
+// demoSecret returns the path of a file holding the sandbox ERP's webhook
+// signing secret, making a random one on the first run.
+func demoSecret(path string) (string, error) {
+	if _, err := os.Stat(path); err == nil {
+		return path, nil
+	}
+	var b [24]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return "", err
+	}
+	return path, os.WriteFile(path, []byte(hex.EncodeToString(b[:])+"\n"), 0o600)
+}
 
 // demoToken returns the demo's tokens file and admin token, making both on
 // the first run (the token stays the same across runs of the same state).
