@@ -32,6 +32,11 @@ func (h *Hub) routes() http.Handler {
 	approve := func(pattern string, f http.HandlerFunc) { mux.Handle(pattern, h.guard.Require(auth.Approver, f)) }
 	admin := func(pattern string, f http.HandlerFunc) { mux.Handle(pattern, h.guard.Require(auth.Admin, f)) }
 	view("GET /api/v1/agents", h.agents)
+	view("GET /api/v1/delivery", func(w http.ResponseWriter, _ *http.Request) {
+		// Per destination: breaker state, in-flight and retrying keys,
+		// keys held back behind parked entries, the last errors.
+		writeJSON(w, http.StatusOK, map[string]any{"destinations": h.DeliveryStatus()})
+	})
 	view("GET /api/v1/events", h.events)
 	view("GET /api/v1/rejected", h.rejected)
 	h.pipelineRoutes(view, approve, admin)
@@ -44,7 +49,7 @@ func (h *Hub) routes() http.Handler {
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{
 			"name": "plantsync-hub", "version": buildinfo.Version,
-			"endpoints": append([]string{"/healthz", "/metrics", "/api/v1/agents", "/api/v1/events?after=POSITION&limit=N", "/api/v1/rejected", "/api/v1/ingest/{partner} (POST, partner credentials)"}, pipelineEndpoints...),
+			"endpoints": append([]string{"/healthz", "/metrics", "/api/v1/agents", "/api/v1/delivery", "/api/v1/events?after=POSITION&limit=N", "/api/v1/rejected", "/api/v1/ingest/{partner} (POST, partner credentials)"}, pipelineEndpoints...),
 			"auth":      "every /api/v1 endpoint needs Authorization: Bearer <token> (tokens file: http.auth.tokens_file)",
 		})
 	})

@@ -204,6 +204,27 @@ func TestHubDeliversThroughPluginAndReplaysParked(t *testing.T) {
 	if n := len(list(outbox.StatePending)); n != 1 {
 		t.Fatalf("%d pending; want the held-back PO-BAD", n)
 	}
+	// The same state on the API, for the operator who has to act on it.
+	resp, err := testkit.TokenClient(testkit.ViewerToken).Get(h.URL() + "/api/v1/delivery")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ds struct {
+		Destinations []struct {
+			Destination string `json:"destination"`
+			Breaker     string `json:"breaker"`
+			HeldBack    []struct {
+				OrderingKey string `json:"ordering_key"`
+				Waiting     int    `json:"waiting"`
+			} `json:"held_back"`
+		} `json:"destinations"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&ds)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 200 || len(ds.Destinations) != 1 || ds.Destinations[0].Destination != "erp" ||
+		len(ds.Destinations[0].HeldBack) != 1 || ds.Destinations[0].HeldBack[0].Waiting != 1 {
+		t.Fatalf("GET /api/v1/delivery: %d %+v %v", resp.StatusCode, ds, err)
+	}
 	excs, err := h.Pipeline().Exceptions().List(exceptions.Filter{Kind: exceptions.KindDelivery})
 	if err != nil || len(excs) != 1 || !strings.Contains(excs[0].Reason, "production order PO-BAD is unknown") {
 		t.Fatalf("delivery exceptions %+v, %v", excs, err)
