@@ -28,6 +28,12 @@ func (p *Pipeline) deliverBuiltin(ctx context.Context, d Destination) {
 	}
 	defer summarize()
 	for {
+		if ctx.Err() != nil {
+			// Stop between batches: what is left stays pending in the
+			// outbox for the next start, so a shutdown never waits for a
+			// backlog to drain.
+			return
+		}
 		changed := p.outbox.Changed(d.Name)
 		es, err := p.outbox.Pending(d.Name, after, 500)
 		if err == nil && len(es) == 0 && after > 0 && p.outbox.Depth(d.Name) > 0 {
