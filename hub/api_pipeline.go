@@ -29,7 +29,7 @@ const maxBody = 64 << 20
 var pipelineEndpoints = []string{
 	"/api/v1/schemas", "/api/v1/workflows", "/api/v1/pipeline",
 	"/api/v1/crosswalks", "/api/v1/crosswalks/{table} (GET, PUT with If-Match)", "/api/v1/crosswalks/{table}/rows (POST)", "/api/v1/crosswalks/{table}/history",
-	"/api/v1/exceptions?plant=&type=&kind=&reason=&state=", "/api/v1/exceptions/{id}", "/api/v1/exceptions/{id}/replay (POST)", "/api/v1/exceptions/replay (POST, filter)",
+	"/api/v1/exceptions?plant=&type=&kind=&reason=&state=", "/api/v1/exceptions/{id}", "/api/v1/exceptions/{id}/replay (POST)", "/api/v1/exceptions/{id}/discard (POST, comment)", "/api/v1/exceptions/replay (POST, filter)",
 	"/api/v1/approvals?state=pending", "/api/v1/approvals/{id}", "/api/v1/approvals/{id}/approve|reject (POST)",
 	"/api/v1/alerts?state=open", "/api/v1/alerts/{id}/ack (POST)",
 	"/api/v1/outbox/{destination}?state=&after=&limit=", "/api/v1/trace/{correlation_id}",
@@ -50,6 +50,7 @@ func (h *Hub) pipelineRoutes(view, approve, admin route) {
 	view("GET /api/v1/exceptions", h.exceptionList)
 	view("GET /api/v1/exceptions/{id}", h.exceptionGet)
 	admin("POST /api/v1/exceptions/{id}/replay", h.exceptionReplay)
+	admin("POST /api/v1/exceptions/{id}/discard", h.exceptionDiscard)
 	admin("POST /api/v1/exceptions/replay", h.exceptionReplayFilter)
 	view("GET /api/v1/approvals", h.approvalList)
 	view("GET /api/v1/approvals/{id}", h.approvalGet)
@@ -411,6 +412,36 @@ func (h *Hub) exceptionReplay(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, res[0])
+}
+
+// exceptionDiscard resolves an exception without replaying it, e.g. a
+// delivery the target will never accept, so the entries behind it in its
+// ordering key can leave.
+func (h *Hub) exceptionDiscard(w http.ResponseWriter, r *http.Request) {
+	id, ok := pathID(w, r)
+	if !ok {
+		return
+	}
+	var body struct {
+		Comment string `json:"comment"`
+	}
+	if !decodeJSON(w, r, &body, false) {
+		return
+	}
+	if body.Comment == "" {
+		badRequest(w, `request body: "comment" is required: say why the exception is discarded (it is kept in the audit trail)`)
+		return
+	}
+	res, err := h.pipeline.Discard(id, auth.Subject(r.Context()), body.Comment)
+	if err != nil {
+		storeError(w, err)
+		return
+	}
+	if res.Outcome == pipeline.ReplayNotFound {
+		writeJSON(w, http.StatusNotFound, apiError{fmt.Sprintf("exception %d not found", id)})
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
 }
 
 func (h *Hub) exceptionReplayFilter(w http.ResponseWriter, r *http.Request) {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -279,5 +280,84 @@ func TestHubDeliversThroughPluginAndReplaysParked(t *testing.T) {
 	}
 	if !slices.Equal(bad, createdBad) {
 		t.Errorf("PO-BAD created in order %v; outbox order %v", createdBad, bad)
+	}
+}
+
+// Discarding a parked delivery frees its ordering key without replaying it:
+// the discarded entry stays failed (it never leaves), the one behind it is
+// attempted. Discarding needs the admin role and a comment.
+func TestDiscardParkedDeliveryFreesItsKey(t *testing.T) {
+	cfg, _ := pluginConfig(t, erpActions, "PO-BAD")
+	h := hub.New(cfg, nil)
+	if err := h.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := h.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+	})
+	b := &journal.Batch{Producer: "agent:a1", Epoch: "e1", LastSequence: 2}
+	for i := range 2 {
+		ev := &pb.Event{Id: fmt.Sprintf("ev-%d", i), Plant: "DE-01", Type: "production.completion", SchemaVersion: 1,
+			CorrelationId: fmt.Sprintf("corr-%d", i), OccurredAt: timestamppb.Now(), ObservedAt: timestamppb.Now(),
+			Source: &pb.Source{Name: "mes", Kind: "mqtt", Uri: "mqtt://mes"},
+			Payload: &pb.Event_ProductionCompletion{ProductionCompletion: &pb.ProductionCompletion{
+				Order: "PO-BAD", Item: "P-4711", WorkCenter: "L1-M1", Good: &pb.Quantity{Value: "1", Unit: "EA"}}}}
+		raw, err := proto.Marshal(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Events = append(b.Events, journal.Incoming{Sequence: uint64(i + 1), ID: ev.Id, Raw: raw})
+	}
+	if _, err := h.Journal().Commit(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+	open := func() []*exceptions.Exception {
+		es, err := h.Pipeline().Exceptions().List(exceptions.Filter{Kind: exceptions.KindDelivery, State: "open"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return es
+	}
+	testkit.Eventually(t, 10*time.Second, "first PO-BAD parked, second held back", func() bool {
+		st := h.DeliveryStatus()
+		return len(open()) == 1 && len(st) == 1 && len(st[0].HeldBack) == 1
+	})
+	first := open()[0]
+	post := func(token, body string) int {
+		req, _ := http.NewRequest("POST", fmt.Sprintf("%s/api/v1/exceptions/%d/discard", h.URL(), first.ID), strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := testkit.TokenClient(token).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := post(testkit.ViewerToken, `{"comment":"x"}`); code != http.StatusForbidden {
+		t.Fatalf("viewer discard: %d, want 403", code)
+	}
+	if code := post(testkit.AdminToken, `{}`); code != http.StatusBadRequest {
+		t.Fatalf("discard without comment: %d, want 400", code)
+	}
+	if code := post(testkit.AdminToken, `{"comment":"order cancelled in ERP"}`); code != http.StatusOK {
+		t.Fatalf("discard: %d, want 200", code)
+	}
+	// The entry behind it is now attempted (and parked in its turn: the
+	// target refuses PO-BAD); the discarded one stays failed.
+	testkit.Eventually(t, 10*time.Second, "the held-back entry attempted", func() bool {
+		es := open()
+		return len(es) == 1 && es[0].ID != first.ID
+	})
+	got, err := h.Pipeline().Exceptions().Get(first.ID)
+	if err != nil || got.State != exceptions.StateResolved || !strings.Contains(got.Resolution, "order cancelled in ERP") || got.ResolvedBy == "" {
+		t.Fatalf("discarded exception: %+v, %v", got, err)
+	}
+	e, err := h.Pipeline().Outbox().Get("erp", first.Delivery.Seq)
+	if err != nil || e.State != outbox.StateFailed {
+		t.Fatalf("discarded entry state %q, %v; want failed", e.State, err)
 	}
 }

@@ -35,6 +35,8 @@ const (
 	ReplayStillFailing    = "still_failing"
 	ReplayAlreadyResolved = "already_resolved"
 	ReplayNotFound        = "not_found"
+	// ReplayDiscarded is Discard's outcome: resolved without replaying.
+	ReplayDiscarded = "discarded"
 )
 
 // Replay runs parked events through the pipeline again with today's
@@ -236,4 +238,39 @@ func (p *Pipeline) releaseTx(tx *bolt.Tx, value []byte) (uint64, error) {
 func (p *Pipeline) AckAlert(id uint64, subject, comment string) error {
 	_, err := p.alerts.Ack(id, subject, comment, p.now())
 	return err
+}
+
+// ErrCommentRequired is returned by Discard without a comment: giving up on
+// an event or a delivery is a decision the audit trail must explain.
+var ErrCommentRequired = errors.New("a comment is required to discard an exception")
+
+// Discard resolves an open exception without replaying it: the event is not
+// processed again and a failed delivery stays failed (it never leaves), but
+// the ordering key it held back is freed for the entries behind it. The
+// subject and comment are recorded as the resolution.
+func (p *Pipeline) Discard(id uint64, subject, comment string) (ReplayResult, error) {
+	res := ReplayResult{Exception: id}
+	if comment == "" {
+		return res, ErrCommentRequired
+	}
+	now := p.now().UTC()
+	err := p.db.Update(func(tx *bolt.Tx) error {
+		cur, err := p.exceptions.GetTx(tx, id)
+		if errors.Is(err, exceptions.ErrNotFound) {
+			res.Outcome = ReplayNotFound
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if cur.State != exceptions.StateOpen {
+			res.Outcome = ReplayAlreadyResolved
+			return nil
+		}
+		cur.State, cur.ResolvedAt, cur.ResolvedBy, cur.UpdatedAt = exceptions.StateResolved, &now, subject, now
+		cur.Resolution = "discarded: " + comment
+		res.Outcome = ReplayDiscarded
+		return p.exceptions.PutTx(tx, cur)
+	})
+	return res, err
 }
