@@ -79,8 +79,12 @@ func (c *Connector) Configure(ctx context.Context, req sdk.ConfigureRequest) (sd
 		err = rpc.login(ctx, 0)
 	}
 	if err != nil {
-		rpc.close()
-		return sdk.ConfigureResponse{}, fmt.Errorf("tryton at %s: %w", cfg.URL, err)
+		// An ERP that is down or refuses the login must not keep the hub
+		// from starting (agents would then buffer for nothing): deliveries
+		// log in again themselves and fail retryably meanwhile, and Health
+		// reports the problem.
+		c.log.Warn("tryton not reachable at configure; deliveries will retry", "url", cfg.URL, "database", cfg.Database, "error", err)
+		version = "unknown"
 	}
 	c.mu.Lock()
 	old := c.rpc

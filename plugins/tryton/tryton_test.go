@@ -161,3 +161,24 @@ func TestEncodings(t *testing.T) {
 		t.Errorf("date back = %+v, %v", back, err)
 	}
 }
+
+// A Tryton that is down when the hub starts must not keep the hub from
+// starting: Configure succeeds, Health says what is wrong, deliveries fail
+// retryably until the ERP answers.
+func TestConfigureWithTrytonDown(t *testing.T) {
+	c := New(nil)
+	ctx := context.Background()
+	resp, err := c.Configure(ctx, sdk.ConfigureRequest{Name: "erp", Config: map[string]any{
+		"url": "http://127.0.0.1:1", "database": "plant", "user": "admin", "password": "secret", "timeout": "1s",
+	}})
+	if err != nil {
+		t.Fatalf("configure with the ERP down: %v", err)
+	}
+	if len(resp.Actions) == 0 {
+		t.Fatal("no actions declared")
+	}
+	h, err := c.Health(ctx, sdk.HealthRequest{})
+	if err != nil || h.Healthy || h.Message == "" {
+		t.Fatalf("health with the ERP down: %+v, %v", h, err)
+	}
+}
