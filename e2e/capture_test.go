@@ -103,7 +103,10 @@ func TestHubKilledBetweenJournalAndCursorCapturesOnce(t *testing.T) {
 	})
 	h.proc = newProc(t, "plantsync-hub", hubBin, "run", "-config", cfgPath)
 	t.Setenv(failpoint.EnvVar, capture.FailpointAfterJournal+"=kill@1")
-	h.Start()
+	// This run dies at the failpoint, possibly before it ever answers a
+	// health check (the first poll comes 100 ms after start): start the
+	// bare process and wait for its death.
+	h.proc.Start()
 	code, out := h.Wait(30 * time.Second)
 	cmd, _ := h.current()
 	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
