@@ -48,7 +48,7 @@ func TestOverflowDropOldestLossReportedExactly(t *testing.T) {
 	// The agent has mapped every message and acknowledged each to the
 	// broker, so each is committed (and perhaps dropped since).
 	var mapped float64
-	before := ag.WaitStatus(20*time.Second, "agent committed every message", func(agent.Status) error {
+	ag.WaitStatus(20*time.Second, "agent committed every message", func(agent.Status) error {
 		var err error
 		if mapped, err = ag.metric(`plantsync_agent_mqtt_mapped_total{source="mes"}`); err != nil {
 			return err
@@ -61,6 +61,12 @@ func TestOverflowDropOldestLossReportedExactly(t *testing.T) {
 		}
 		return nil
 	})
+	// The status WaitStatus returns was read before its checks passed, so
+	// the last commits may postdate it: read it again now that all are in.
+	before, err := ag.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if before.Uplink.Connected || before.Buffer.DroppedTotal == 0 {
 		t.Fatalf("before the hub starts: uplink connected=%v, dropped %d; want disconnected with drops", before.Uplink.Connected, before.Buffer.DroppedTotal)
 	}
