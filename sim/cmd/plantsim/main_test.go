@@ -93,6 +93,22 @@ func TestRunPrintsAddressesAndStops(t *testing.T) {
 		if err != nil {
 			t.Fatalf("dial %s: %v", addrs[key], err)
 		}
+		if key == "mqtt" {
+			// Complete an MQTT 3.1.1 CONNECT/CONNACK before closing: mochi
+			// races its Close against a connection it is still setting up
+			// (a data race inside mochi v2.7.9), so the test lets the
+			// broker finish with this one first.
+			connect := []byte{0x10, 13, 0, 4, 'M', 'Q', 'T', 'T', 4, 2, 0, 60, 0, 1, 't'}
+			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+			if _, err := c.Write(connect); err != nil {
+				t.Fatalf("mqtt connect: %v", err)
+			}
+			ack := make([]byte, 4)
+			if _, err := io.ReadFull(c, ack); err != nil || ack[0] != 0x20 || ack[3] != 0 {
+				t.Fatalf("mqtt connack %x: %v", ack, err)
+			}
+			_, _ = c.Write([]byte{0xE0, 0})
+		}
 		_ = c.Close()
 	}
 	if !strings.Contains(stderr.String(), "plant=XX-09") {
