@@ -236,7 +236,7 @@ func TestContentHashWindowSurvivesRestart(t *testing.T) {
 
 func TestFailoverAndReconnect(t *testing.T) {
 	mbA, addrA := startBroker(t)
-	_, addrB := startBroker(t)
+	mbB, addrB := startBroker(t)
 	buf := openBuffer(t, t.TempDir())
 	cfg := baseConfig(addrA, completionSub())
 	// A dead address first: the source fails over to the next broker.
@@ -250,6 +250,11 @@ func TestFailoverAndReconnect(t *testing.T) {
 	closeBroker(mbA)
 	eventually(t, 10*time.Second, "reconnected to broker B", func() bool {
 		return s.Health().State == source.StateRunning && metricValue(t, reg, "plantsync_agent_mqtt_reconnects_total") >= 1
+	})
+	// B is a new broker without a session: a message published before the
+	// source has subscribed there is (correctly) delivered to nobody.
+	eventually(t, 10*time.Second, "subscribed on broker B", func() bool {
+		return len(mbB.Topics.Subscribers("mes/DE-01/L1/completion").Subscriptions) > 0
 	})
 	publish(t, testPublisher(t, addrB), "mes/DE-01/L1/completion", 1, false, completionJSON("b-1"))
 	eventually(t, 5*time.Second, "message through broker B", func() bool { return len(bufferedEvents(t, buf)) == 2 })
