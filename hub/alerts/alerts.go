@@ -77,16 +77,16 @@ var (
 type Bolt struct {
 	db *pipedb.DB
 
+	open *pipedb.Counter // unacknowledged alerts
+
 	mu          sync.Mutex
-	open        int
-	delta       int
 	raised      map[Severity]int
 	raisedTotal map[Severity]int
 }
 
 // OpenBolt prepares the buckets.
 func OpenBolt(db *pipedb.DB) (*Bolt, error) {
-	b := &Bolt{db: db, raised: map[Severity]int{}, raisedTotal: map[Severity]int{}}
+	b := &Bolt{db: db, open: pipedb.NewCounter(keyOpen), raised: map[Severity]int{}, raisedTotal: map[Severity]int{}}
 	err := db.Update(func(tx *bolt.Tx) error {
 		if _, err := tx.CreateBucketIfNotExists(bucketAlerts); err != nil {
 			return err
@@ -95,7 +95,7 @@ func OpenBolt(db *pipedb.DB) (*Bolt, error) {
 		if err != nil {
 			return err
 		}
-		b.open = int(getU64(m, keyOpen))
+		b.open.Load(m)
 		return nil
 	})
 	if err != nil {
@@ -107,10 +107,9 @@ func OpenBolt(db *pipedb.DB) (*Bolt, error) {
 
 // Committed implements pipedb.Hooks.
 func (b *Bolt) Committed() {
+	b.open.Committed()
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.open = max(b.open+b.delta, 0)
-	b.delta = 0
 	for s, n := range b.raised {
 		b.raisedTotal[s] += n
 	}
@@ -119,18 +118,14 @@ func (b *Bolt) Committed() {
 
 // Discard implements pipedb.Hooks.
 func (b *Bolt) Discard() {
+	b.open.Discard()
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.delta = 0
 	clear(b.raised)
 }
 
 // OpenCount is the number of unacknowledged alerts.
-func (b *Bolt) OpenCount() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.open
-}
+func (b *Bolt) OpenCount() int { return b.open.Value() }
 
 // RaisedTotal is the number of alerts raised since start, by severity.
 func (b *Bolt) RaisedTotal() map[Severity]int {
@@ -144,12 +139,7 @@ func (b *Bolt) RaisedTotal() map[Severity]int {
 }
 
 func (b *Bolt) count(tx *bolt.Tx, delta int) error {
-	m := tx.Bucket(bucketMeta)
-	v := int64(getU64(m, keyOpen)) + int64(delta)
-	b.mu.Lock()
-	b.delta += delta
-	b.mu.Unlock()
-	return putU64(m, keyOpen, uint64(max(v, 0)))
+	return b.open.Add(tx.Bucket(bucketMeta), delta)
 }
 
 // RaiseTx stores an alert from an alert.raise document.

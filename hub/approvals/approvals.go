@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -75,14 +74,12 @@ var (
 type Bolt struct {
 	db *pipedb.DB
 
-	mu      sync.Mutex
-	pending int
-	delta   int
+	pending *pipedb.Counter // approvals waiting for a decision
 }
 
 // OpenBolt prepares the buckets.
 func OpenBolt(db *pipedb.DB) (*Bolt, error) {
-	b := &Bolt{db: db}
+	b := &Bolt{db: db, pending: pipedb.NewCounter(keyPending)}
 	err := db.Update(func(tx *bolt.Tx) error {
 		for _, n := range [][]byte{bucketApprovals, bucketQueue} {
 			if _, err := tx.CreateBucketIfNotExists(n); err != nil {
@@ -93,7 +90,7 @@ func OpenBolt(db *pipedb.DB) (*Bolt, error) {
 		if err != nil {
 			return err
 		}
-		b.pending = int(getU64(m, keyPending))
+		b.pending.Load(m)
 		return nil
 	})
 	if err != nil {
@@ -104,34 +101,16 @@ func OpenBolt(db *pipedb.DB) (*Bolt, error) {
 }
 
 // Committed implements pipedb.Hooks.
-func (b *Bolt) Committed() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.pending = max(b.pending+b.delta, 0)
-	b.delta = 0
-}
+func (b *Bolt) Committed() { b.pending.Committed() }
 
 // Discard implements pipedb.Hooks.
-func (b *Bolt) Discard() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.delta = 0
-}
+func (b *Bolt) Discard() { b.pending.Discard() }
 
 // PendingCount is the number of approvals waiting for a decision.
-func (b *Bolt) PendingCount() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.pending
-}
+func (b *Bolt) PendingCount() int { return b.pending.Value() }
 
 func (b *Bolt) count(tx *bolt.Tx, delta int) error {
-	m := tx.Bucket(bucketMeta)
-	v := int64(getU64(m, keyPending)) + int64(delta)
-	b.mu.Lock()
-	b.delta += delta
-	b.mu.Unlock()
-	return putU64(m, keyPending, uint64(max(v, 0)))
+	return b.pending.Add(tx.Bucket(bucketMeta), delta)
 }
 
 func queuePrefix(dest, okey string) []byte {

@@ -167,16 +167,16 @@ var (
 type Bolt struct {
 	db *pipedb.DB
 
+	open *pipedb.Counter // open exceptions
+
 	mu        sync.Mutex
-	open      int
-	delta     int
 	created   map[string]int // kinds created in the open transaction
 	createdOK map[string]int // kinds created since the last TakeCreated
 }
 
 // OpenBolt prepares the buckets.
 func OpenBolt(db *pipedb.DB) (*Bolt, error) {
-	b := &Bolt{db: db, created: map[string]int{}, createdOK: map[string]int{}}
+	b := &Bolt{db: db, open: pipedb.NewCounter(keyOpen), created: map[string]int{}, createdOK: map[string]int{}}
 	err := db.Update(func(tx *bolt.Tx) error {
 		if _, err := tx.CreateBucketIfNotExists(bucketExceptions); err != nil {
 			return err
@@ -185,7 +185,7 @@ func OpenBolt(db *pipedb.DB) (*Bolt, error) {
 		if err != nil {
 			return err
 		}
-		b.open = int(getU64(m, keyOpen))
+		b.open.Load(m)
 		return nil
 	})
 	if err != nil {
@@ -197,10 +197,9 @@ func OpenBolt(db *pipedb.DB) (*Bolt, error) {
 
 // Committed implements pipedb.Hooks.
 func (b *Bolt) Committed() {
+	b.open.Committed()
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.open = max(b.open+b.delta, 0)
-	b.delta = 0
 	for k, n := range b.created {
 		b.createdOK[k] += n
 	}
@@ -209,18 +208,14 @@ func (b *Bolt) Committed() {
 
 // Discard implements pipedb.Hooks.
 func (b *Bolt) Discard() {
+	b.open.Discard()
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.delta = 0
 	clear(b.created)
 }
 
 // OpenCount is the number of open exceptions.
-func (b *Bolt) OpenCount() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.open
-}
+func (b *Bolt) OpenCount() int { return b.open.Value() }
 
 // TakeCreated returns the exceptions created per kind since the last call
 // (for the exceptions_total counter).
@@ -233,12 +228,7 @@ func (b *Bolt) TakeCreated() map[string]int {
 }
 
 func (b *Bolt) count(tx *bolt.Tx, delta int) error {
-	m := tx.Bucket(bucketMeta)
-	v := int64(getU64(m, keyOpen)) + int64(delta)
-	b.mu.Lock()
-	b.delta += delta
-	b.mu.Unlock()
-	return putU64(m, keyOpen, uint64(max(v, 0)))
+	return b.open.Add(tx.Bucket(bucketMeta), delta)
 }
 
 // AddTx stores a new exception, assigning its ID.
