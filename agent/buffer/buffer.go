@@ -19,6 +19,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/plantsync/plantsync/internal/boltkv"
 	pb "github.com/plantsync/plantsync/proto/plantsync/v1"
 )
 
@@ -289,7 +290,7 @@ func (b *Buffer) load(existed bool) (err error) {
 		if b.epoch == "" {
 			return fmt.Errorf("%w: %s: epoch missing", ErrCorrupt, b.path)
 		}
-		next := getU64(meta, keyNextSeq)
+		next := boltkv.GetU64(meta, keyNextSeq)
 		if next == 0 {
 			return fmt.Errorf("%w: %s: next sequence missing", ErrCorrupt, b.path)
 		}
@@ -298,11 +299,11 @@ func (b *Buffer) load(existed bool) (err error) {
 		}
 		b.stats = Stats{
 			Epoch:        b.epoch,
-			Events:       getU64(meta, keyCount),
-			Bytes:        int64(getU64(meta, keyBytes)),
+			Events:       boltkv.GetU64(meta, keyCount),
+			Bytes:        int64(boltkv.GetU64(meta, keyBytes)),
 			LastSeq:      next - 1,
-			AckedThrough: getU64(meta, keyAckedThrough),
-			DroppedTotal: getU64(meta, keyDroppedTotal),
+			AckedThrough: boltkv.GetU64(meta, keyAckedThrough),
+			DroppedTotal: boltkv.GetU64(meta, keyDroppedTotal),
 		}
 		return nil
 	})
@@ -329,7 +330,7 @@ func (b *Buffer) initFile(tx *bolt.Tx) error {
 		return err
 	}
 	b.stats = Stats{Epoch: b.epoch}
-	return putU64(meta, keyNextSeq, 1)
+	return boltkv.PutU64(meta, keyNextSeq, 1)
 }
 
 // Epoch identifies this buffer file's life; it changes only with a new file.
@@ -457,7 +458,7 @@ func (b *Buffer) ReadAfter(after uint64, maxEvents int, maxBytes int) (Batch, er
 	err := b.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketEvents).Cursor()
 		var size int
-		for k, v := c.Seek(seqKey(after + 1)); k != nil; k, v = c.Next() {
+		for k, v := c.Seek(boltkv.U64(after + 1)); k != nil; k, v = c.Next() {
 			if len(out.Events) >= maxEvents || (size > 0 && size+len(v) > maxBytes) {
 				break
 			}
@@ -488,24 +489,6 @@ func (b *Buffer) Close() error {
 		b.log.Info("buffer closed", "path", b.path)
 	})
 	return b.closeErr
-}
-
-func seqKey(seq uint64) []byte {
-	k := make([]byte, 8)
-	binary.BigEndian.PutUint64(k, seq)
-	return k
-}
-
-func getU64(bk *bolt.Bucket, key []byte) uint64 {
-	v := bk.Get(key)
-	if len(v) != 8 {
-		return 0
-	}
-	return binary.BigEndian.Uint64(v)
-}
-
-func putU64(bk *bolt.Bucket, key []byte, v uint64) error {
-	return bk.Put(key, seqKey(v))
 }
 
 // ReadState calls fn for every key of a source's committed state, in key

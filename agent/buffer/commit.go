@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/plantsync/plantsync/internal/boltkv"
 	pb "github.com/plantsync/plantsync/proto/plantsync/v1"
 )
 
@@ -162,7 +163,7 @@ func (b *Buffer) commitGroup(pending []*request, ackTo uint64) (n int, err error
 		// filling them halves the pages written (and the file size).
 		events.FillPercent = 1.0
 		st = b.Stats()
-		next := getU64(meta, keyNextSeq)
+		next := boltkv.GetU64(meta, keyNextSeq)
 
 		if ackTo > st.AckedThrough {
 			if err := deleteThrough(events, &st, st.AckedThrough+1, ackTo); err != nil {
@@ -218,19 +219,19 @@ func (b *Buffer) commitGroup(pending []*request, ackTo uint64) (n int, err error
 			added++
 		}
 		st.LastSeq = next - 1
-		if err := putU64(meta, keyNextSeq, next); err != nil {
+		if err := boltkv.PutU64(meta, keyNextSeq, next); err != nil {
 			return err
 		}
-		if err := putU64(meta, keyAckedThrough, st.AckedThrough); err != nil {
+		if err := boltkv.PutU64(meta, keyAckedThrough, st.AckedThrough); err != nil {
 			return err
 		}
-		if err := putU64(meta, keyBytes, uint64(st.Bytes)); err != nil {
+		if err := boltkv.PutU64(meta, keyBytes, uint64(st.Bytes)); err != nil {
 			return err
 		}
-		if err := putU64(meta, keyCount, st.Events); err != nil {
+		if err := boltkv.PutU64(meta, keyCount, st.Events); err != nil {
 			return err
 		}
-		return putU64(meta, keyDroppedTotal, st.DroppedTotal)
+		return boltkv.PutU64(meta, keyDroppedTotal, st.DroppedTotal)
 	})
 	if err != nil {
 		return 0, err
@@ -276,7 +277,7 @@ func putEvent(events *bolt.Bucket, st *Stats, ev *pb.Event) error {
 	if err != nil {
 		return fmt.Errorf("encode event %s: %w", ev.GetId(), err)
 	}
-	k := seqKey(ev.GetSequence())
+	k := boltkv.U64(ev.GetSequence())
 	if err := events.Put(k, v); err != nil {
 		return err
 	}
@@ -289,7 +290,7 @@ func deleteThrough(events *bolt.Bucket, st *Stats, from, through uint64) error {
 	// Cursor.Delete keeps the cursor in place, so Next continues with the
 	// following key without a new seek per deleted event.
 	c := events.Cursor()
-	for k, v := c.Seek(seqKey(from)); k != nil && binary.BigEndian.Uint64(k) <= through; k, v = c.Next() {
+	for k, v := c.Seek(boltkv.U64(from)); k != nil && binary.BigEndian.Uint64(k) <= through; k, v = c.Next() {
 		size := int64(len(k) + len(v))
 		if err := c.Delete(); err != nil {
 			return err
@@ -308,7 +309,7 @@ func dropOldest(events *bolt.Bucket, st *Stats, from uint64, need int64) ([]*pb.
 	var cur *pb.SequenceRange
 	var freed int64
 	c := events.Cursor()
-	for k, v := c.Seek(seqKey(from)); k != nil && freed < need; k, v = c.Seek(seqKey(from)) {
+	for k, v := c.Seek(boltkv.U64(from)); k != nil && freed < need; k, v = c.Seek(boltkv.U64(from)) {
 		seq := binary.BigEndian.Uint64(k)
 		var ev pb.Event
 		if err := proto.Unmarshal(v, &ev); err == nil && ev.GetType() == overflowEventType {

@@ -11,6 +11,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/plantsync/plantsync/hub/pipedb"
+	"github.com/plantsync/plantsync/internal/boltkv"
 )
 
 // Destination is the name of the built-in alerts destination.
@@ -149,8 +150,8 @@ func (b *Bolt) RaiseTx(tx *bolt.Tx, doc []byte, idempotencyKey string, now time.
 		return nil, fmt.Errorf("alert document: %w", err)
 	}
 	m := tx.Bucket(bucketMeta)
-	a := &Alert{ID: getU64(m, keyNext) + 1, Document: d, State: StateOpen, RaisedAt: now.UTC(), IdempotencyKey: idempotencyKey}
-	if err := putU64(m, keyNext, a.ID); err != nil {
+	a := &Alert{ID: boltkv.GetU64(m, keyNext) + 1, Document: d, State: StateOpen, RaisedAt: now.UTC(), IdempotencyKey: idempotencyKey}
+	if err := boltkv.PutU64(m, keyNext, a.ID); err != nil {
 		return nil, err
 	}
 	if err := b.put(tx, a); err != nil {
@@ -167,11 +168,11 @@ func (b *Bolt) put(tx *bolt.Tx, a *Alert) error {
 	if err != nil {
 		return err
 	}
-	return tx.Bucket(bucketAlerts).Put(u64(a.ID), v)
+	return tx.Bucket(bucketAlerts).Put(boltkv.U64(a.ID), v)
 }
 
 func (b *Bolt) getTx(tx *bolt.Tx, id uint64) (*Alert, error) {
-	v := tx.Bucket(bucketAlerts).Get(u64(id))
+	v := tx.Bucket(bucketAlerts).Get(boltkv.U64(id))
 	if v == nil {
 		return nil, fmt.Errorf("%w: %d", ErrNotFound, id)
 	}
@@ -225,7 +226,7 @@ func (b *Bolt) List(state string, before uint64, limit int) ([]*Alert, error) {
 		c := tx.Bucket(bucketAlerts).Cursor()
 		var k, v []byte
 		if before > 0 {
-			c.Seek(u64(before))
+			c.Seek(boltkv.U64(before))
 			k, v = c.Prev()
 		} else {
 			k, v = c.Last()
@@ -244,19 +245,3 @@ func (b *Bolt) List(state string, before uint64, limit int) ([]*Alert, error) {
 	})
 	return out, err
 }
-
-func u64(v uint64) []byte {
-	b := make([]byte, 8)
-	binary.BigEndian.PutUint64(b, v)
-	return b
-}
-
-func getU64(bk *bolt.Bucket, key []byte) uint64 {
-	v := bk.Get(key)
-	if len(v) != 8 {
-		return 0
-	}
-	return binary.BigEndian.Uint64(v)
-}
-
-func putU64(bk *bolt.Bucket, key []byte, v uint64) error { return bk.Put(key, u64(v)) }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/plantsync/plantsync/hub/outbox"
 	"github.com/plantsync/plantsync/hub/pipedb"
+	"github.com/plantsync/plantsync/internal/boltkv"
 )
 
 // ErrNotFound is returned for an approval that does not exist.
@@ -131,19 +132,19 @@ func (b *Bolt) BlockedTx(tx *bolt.Tx, dest, okey string) bool {
 
 func (b *Bolt) enqueue(tx *bolt.Tx, dest, okey string, item []byte) error {
 	m := tx.Bucket(bucketMeta)
-	n := getU64(m, keyNextItem) + 1
-	if err := putU64(m, keyNextItem, n); err != nil {
+	n := boltkv.GetU64(m, keyNextItem) + 1
+	if err := boltkv.PutU64(m, keyNextItem, n); err != nil {
 		return err
 	}
-	return tx.Bucket(bucketQueue).Put(append(queuePrefix(dest, okey), u64(n)...), item)
+	return tx.Bucket(bucketQueue).Put(append(queuePrefix(dest, okey), boltkv.U64(n)...), item)
 }
 
 // HoldTx holds an action for review and queues it. It sets the entry's
 // Lineage.Approval.
 func (b *Bolt) HoldTx(tx *bolt.Tx, e outbox.Entry, rule, reason string, now time.Time) (*Approval, error) {
 	m := tx.Bucket(bucketMeta)
-	id := getU64(m, keyNext) + 1
-	if err := putU64(m, keyNext, id); err != nil {
+	id := boltkv.GetU64(m, keyNext) + 1
+	if err := boltkv.PutU64(m, keyNext, id); err != nil {
 		return nil, err
 	}
 	e.Lineage.Approval = id
@@ -152,7 +153,7 @@ func (b *Bolt) HoldTx(tx *bolt.Tx, e outbox.Entry, rule, reason string, now time
 	if err := b.put(tx, a); err != nil {
 		return nil, err
 	}
-	if err := b.enqueue(tx, e.Destination, e.OrderingKey, append([]byte{'a'}, u64(id)...)); err != nil {
+	if err := b.enqueue(tx, e.Destination, e.OrderingKey, append([]byte{'a'}, boltkv.U64(id)...)); err != nil {
 		return nil, err
 	}
 	return a, b.count(tx, 1)
@@ -169,12 +170,12 @@ func (b *Bolt) put(tx *bolt.Tx, a *Approval) error {
 	if err != nil {
 		return err
 	}
-	return tx.Bucket(bucketApprovals).Put(u64(a.ID), v)
+	return tx.Bucket(bucketApprovals).Put(boltkv.U64(a.ID), v)
 }
 
 // GetTx reads one approval inside a transaction.
 func (b *Bolt) GetTx(tx *bolt.Tx, id uint64) (*Approval, error) {
-	v := tx.Bucket(bucketApprovals).Get(u64(id))
+	v := tx.Bucket(bucketApprovals).Get(boltkv.U64(id))
 	if v == nil {
 		return nil, fmt.Errorf("%w: %d", ErrNotFound, id)
 	}
@@ -349,19 +350,3 @@ func (b *Bolt) List(state string, limit int) ([]Listed, error) {
 	})
 	return out, err
 }
-
-func u64(v uint64) []byte {
-	b := make([]byte, 8)
-	binary.BigEndian.PutUint64(b, v)
-	return b
-}
-
-func getU64(bk *bolt.Bucket, key []byte) uint64 {
-	v := bk.Get(key)
-	if len(v) != 8 {
-		return 0
-	}
-	return binary.BigEndian.Uint64(v)
-}
-
-func putU64(bk *bolt.Bucket, key []byte, v uint64) error { return bk.Put(key, u64(v)) }

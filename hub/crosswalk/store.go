@@ -1,7 +1,6 @@
 package crosswalk
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +13,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/plantsync/plantsync/internal/boltkv"
 )
 
 // ErrCorrupt marks a crosswalk store that failed its checks on open.
@@ -267,7 +268,7 @@ func (s *Store) write(sp Spec, subject, action string, next func(cur *Table) ([]
 		if err != nil {
 			return err
 		}
-		return hb.Put(u64(ch.Version), cv)
+		return hb.Put(boltkv.U64(ch.Version), cv)
 	})
 	if err != nil {
 		return nil, Change{}, fmt.Errorf("crosswalk %s: %w", sp.Name, err)
@@ -356,10 +357,4 @@ func cloneRows(rows []Row) []Row {
 		out[i] = c
 	}
 	return out
-}
-
-func u64(v uint64) []byte {
-	b := make([]byte, 8)
-	binary.BigEndian.PutUint64(b, v)
-	return b
 }

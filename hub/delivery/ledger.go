@@ -9,6 +9,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/plantsync/plantsync/internal/boltkv"
 )
 
 // ErrLedger marks a ledger file that cannot be used.
@@ -63,7 +65,7 @@ func OpenLedger(path string) (*Ledger, error) {
 		}
 		switch v := m.Get(keyFormat); {
 		case v == nil:
-			if err := m.Put(keyFormat, u64(ledgerFormat)); err != nil {
+			if err := m.Put(keyFormat, boltkv.U64(ledgerFormat)); err != nil {
 				return err
 			}
 		case len(v) != 8 || binary.BigEndian.Uint64(v) != ledgerFormat:
@@ -161,7 +163,7 @@ func (l *Ledger) write(dest string, marks []Mark) error {
 				continue
 			}
 			for _, s := range seqs {
-				if err := b.Delete(u64(s)); err != nil {
+				if err := b.Delete(boltkv.U64(s)); err != nil {
 					return err
 				}
 			}
@@ -174,7 +176,7 @@ func (l *Ledger) write(dest string, marks []Mark) error {
 			return err
 		}
 		for _, m := range marks {
-			if err := b.Put(u64(m.Seq), []byte(m.IdempotencyKey)); err != nil {
+			if err := b.Put(boltkv.U64(m.Seq), []byte(m.IdempotencyKey)); err != nil {
 				return err
 			}
 		}
@@ -206,10 +208,4 @@ func (l *Ledger) Close() error {
 		return fmt.Errorf("%w: close: %w", ErrLedger, err)
 	}
 	return flushErr
-}
-
-func u64(v uint64) []byte {
-	b := make([]byte, 8)
-	binary.BigEndian.PutUint64(b, v)
-	return b
 }

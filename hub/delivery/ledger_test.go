@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/plantsync/plantsync/internal/boltkv"
 )
 
 // Marks survive a reopen; forgets are written with the next write (or
@@ -61,7 +63,7 @@ func TestLedgerRefusesOtherFormat(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		return b.Put(keyFormat, u64(99))
+		return b.Put(keyFormat, boltkv.U64(99))
 	})
 	_ = db.Close()
 	if err != nil {

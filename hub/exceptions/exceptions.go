@@ -13,6 +13,7 @@ import (
 
 	"github.com/plantsync/plantsync/hub/outbox"
 	"github.com/plantsync/plantsync/hub/pipedb"
+	"github.com/plantsync/plantsync/internal/boltkv"
 )
 
 // ErrNotFound is returned for an exception that does not exist.
@@ -234,8 +235,8 @@ func (b *Bolt) count(tx *bolt.Tx, delta int) error {
 // AddTx stores a new exception, assigning its ID.
 func (b *Bolt) AddTx(tx *bolt.Tx, e *Exception) error {
 	m := tx.Bucket(bucketMeta)
-	e.ID = getU64(m, keyNext) + 1
-	if err := putU64(m, keyNext, e.ID); err != nil {
+	e.ID = boltkv.GetU64(m, keyNext) + 1
+	if err := boltkv.PutU64(m, keyNext, e.ID); err != nil {
 		return err
 	}
 	if e.State == "" {
@@ -261,12 +262,12 @@ func (b *Bolt) put(tx *bolt.Tx, e *Exception) error {
 	if err != nil {
 		return err
 	}
-	return tx.Bucket(bucketExceptions).Put(u64(e.ID), v)
+	return tx.Bucket(bucketExceptions).Put(boltkv.U64(e.ID), v)
 }
 
 // GetTx reads one exception inside a transaction.
 func (b *Bolt) GetTx(tx *bolt.Tx, id uint64) (*Exception, error) {
-	v := tx.Bucket(bucketExceptions).Get(u64(id))
+	v := tx.Bucket(bucketExceptions).Get(boltkv.U64(id))
 	if v == nil {
 		return nil, fmt.Errorf("%w: %d", ErrNotFound, id)
 	}
@@ -318,7 +319,7 @@ func (b *Bolt) List(f Filter) ([]*Exception, error) {
 		c := tx.Bucket(bucketExceptions).Cursor()
 		var k, v []byte
 		if f.Before > 0 {
-			c.Seek(u64(f.Before))
+			c.Seek(boltkv.U64(f.Before))
 			k, v = c.Prev()
 		} else {
 			k, v = c.Last()
@@ -336,19 +337,3 @@ func (b *Bolt) List(f Filter) ([]*Exception, error) {
 	})
 	return out, err
 }
-
-func u64(v uint64) []byte {
-	b := make([]byte, 8)
-	binary.BigEndian.PutUint64(b, v)
-	return b
-}
-
-func getU64(bk *bolt.Bucket, key []byte) uint64 {
-	v := bk.Get(key)
-	if len(v) != 8 {
-		return 0
-	}
-	return binary.BigEndian.Uint64(v)
-}
-
-func putU64(bk *bolt.Bucket, key []byte, v uint64) error { return bk.Put(key, u64(v)) }

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/plantsync/plantsync/internal/boltkv"
 	pb "github.com/plantsync/plantsync/proto/plantsync/v1"
 )
 
@@ -141,10 +142,10 @@ func (j *Bolt) load() error {
 			if err := meta.Put(keyFormat, []byte(strconv.Itoa(FormatVersion))); err != nil {
 				return err
 			}
-			if err := putU64(meta, keyNextPos, 1); err != nil {
+			if err := boltkv.PutU64(meta, keyNextPos, 1); err != nil {
 				return err
 			}
-			return putU64(meta, keyNextReject, 1)
+			return boltkv.PutU64(meta, keyNextReject, 1)
 		}
 		format, err := strconv.Atoi(string(meta.Get(keyFormat)))
 		if err != nil || format < 1 {
@@ -158,9 +159,9 @@ func (j *Bolt) load() error {
 				return fmt.Errorf("%w: %s: bucket %s missing", ErrCorrupt, j.opts.Path, name)
 			}
 		}
-		j.stats.LastPosition = getU64(meta, keyNextPos) - 1
-		j.stats.Records = getU64(meta, keyCount)
-		j.stats.Bytes = int64(getU64(meta, keyBytes))
+		j.stats.LastPosition = boltkv.GetU64(meta, keyNextPos) - 1
+		j.stats.Records = boltkv.GetU64(meta, keyCount)
+		j.stats.Bytes = int64(boltkv.GetU64(meta, keyBytes))
 		if k, _ := tx.Bucket(bucketJournal).Cursor().First(); k != nil {
 			j.stats.FirstPosition = binary.BigEndian.Uint64(k)
 		}
@@ -341,22 +342,22 @@ func (w *writer) load() {
 	w.producers = w.tx.Bucket(bucketProducers)
 	w.agents = w.tx.Bucket(bucketAgents)
 	w.rejected = w.tx.Bucket(bucketRejected)
-	w.nextPos = getU64(w.meta, keyNextPos)
-	w.nextReject = getU64(w.meta, keyNextReject)
+	w.nextPos = boltkv.GetU64(w.meta, keyNextPos)
+	w.nextReject = boltkv.GetU64(w.meta, keyNextReject)
 }
 
 func (w *writer) save() error {
 	w.st.LastPosition = w.nextPos - 1
-	if err := putU64(w.meta, keyNextPos, w.nextPos); err != nil {
+	if err := boltkv.PutU64(w.meta, keyNextPos, w.nextPos); err != nil {
 		return err
 	}
-	if err := putU64(w.meta, keyNextReject, w.nextReject); err != nil {
+	if err := boltkv.PutU64(w.meta, keyNextReject, w.nextReject); err != nil {
 		return err
 	}
-	if err := putU64(w.meta, keyCount, w.st.Records); err != nil {
+	if err := boltkv.PutU64(w.meta, keyCount, w.st.Records); err != nil {
 		return err
 	}
-	return putU64(w.meta, keyBytes, uint64(w.st.Bytes))
+	return boltkv.PutU64(w.meta, keyBytes, uint64(w.st.Bytes))
 }
 
 func producerKey(producer, epoch string) []byte {
@@ -403,7 +404,7 @@ func (w *writer) commit(b *Batch) (Outcome, error) {
 		if err != nil {
 			return o, err
 		}
-		if err := w.ids.Put([]byte(in.ID), u64(w.nextPos)); err != nil {
+		if err := w.ids.Put([]byte(in.ID), boltkv.U64(w.nextPos)); err != nil {
 			return o, err
 		}
 		if w.st.FirstPosition == 0 {
@@ -449,7 +450,7 @@ func putRecordSize(bk *bolt.Bucket, rec *pb.JournalRecord) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	return int64(len(v) + 8), bk.Put(u64(rec.Position), v)
+	return int64(len(v) + 8), bk.Put(boltkv.U64(rec.Position), v)
 }
 
 // producerState is kept per (producer, epoch): the watermark, and how many
@@ -505,7 +506,7 @@ func (j *Bolt) read(bucket []byte, after uint64, limit int) ([]Record, error) {
 	var out []Record
 	err := j.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucket).Cursor()
-		for k, v := c.Seek(u64(after + 1)); k != nil && len(out) < limit; k, v = c.Next() {
+		for k, v := c.Seek(boltkv.U64(after + 1)); k != nil && len(out) < limit; k, v = c.Next() {
 			var rec pb.JournalRecord
 			if err := proto.Unmarshal(v, &rec); err != nil {
 				return fmt.Errorf("%w: record %d: %v", ErrCorrupt, binary.BigEndian.Uint64(k), err)
@@ -569,19 +570,3 @@ func (j *Bolt) Close() error {
 	})
 	return j.closeErr
 }
-
-func u64(v uint64) []byte {
-	b := make([]byte, 8)
-	binary.BigEndian.PutUint64(b, v)
-	return b
-}
-
-func getU64(bk *bolt.Bucket, key []byte) uint64 {
-	v := bk.Get(key)
-	if len(v) != 8 {
-		return 0
-	}
-	return binary.BigEndian.Uint64(v)
-}
-
-func putU64(bk *bolt.Bucket, key []byte, v uint64) error { return bk.Put(key, u64(v)) }

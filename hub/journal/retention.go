@@ -7,6 +7,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/plantsync/plantsync/internal/boltkv"
 	pb "github.com/plantsync/plantsync/proto/plantsync/v1"
 )
 
@@ -67,10 +68,10 @@ func (j *Bolt) pruneOnce() (n int, more bool, err error) {
 			st.FirstPosition = binary.BigEndian.Uint64(k)
 		}
 		st.PrunedTotal += uint64(n)
-		if err := putU64(meta, keyCount, st.Records); err != nil {
+		if err := boltkv.PutU64(meta, keyCount, st.Records); err != nil {
 			return err
 		}
-		return putU64(meta, keyBytes, uint64(st.Bytes))
+		return boltkv.PutU64(meta, keyBytes, uint64(st.Bytes))
 	})
 	if err != nil {
 		return 0, false, err

@@ -11,6 +11,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/plantsync/plantsync/hub/pipedb"
+	"github.com/plantsync/plantsync/internal/boltkv"
 )
 
 var (
@@ -55,7 +56,7 @@ func OpenBolt(db *pipedb.DB, dests []string) (*Bolt, error) {
 			if _, err := db.CreateBucketIfNotExists(bucketEntries); err != nil {
 				return err
 			}
-			b.depth[d] = int(getU64(db, keyPending))
+			b.depth[d] = int(boltkv.GetU64(db, keyPending))
 			b.notify[d] = make(chan struct{})
 		}
 		return nil
@@ -137,7 +138,7 @@ func (a *Appender) Append(dest string, value []byte) (uint64, error) {
 		if err != nil {
 			return 0, err
 		}
-		st = &appendState{bucket: db, entries: db.Bucket(bucketEntries), next: getU64(db, keyNext)}
+		st = &appendState{bucket: db, entries: db.Bucket(bucketEntries), next: boltkv.GetU64(db, keyNext)}
 		// Entries are only ever appended at the end: full pages on split
 		// (instead of bbolt's half-full default) halve the pages written.
 		st.entries.FillPercent = appendFill
@@ -145,7 +146,7 @@ func (a *Appender) Append(dest string, value []byte) (uint64, error) {
 	}
 	st.next++
 	st.added++
-	return st.next, st.entries.Put(u64(st.next), value)
+	return st.next, st.entries.Put(boltkv.U64(st.next), value)
 }
 
 // Flush writes the counters of every destination appended to.
@@ -154,7 +155,7 @@ func (a *Appender) Flush() error {
 		if st.added == 0 {
 			continue
 		}
-		if err := putU64(st.bucket, keyNext, st.next); err != nil {
+		if err := boltkv.PutU64(st.bucket, keyNext, st.next); err != nil {
 			return err
 		}
 		if err := a.b.addPendingTx(st.bucket, d, st.added); err != nil {
@@ -166,7 +167,7 @@ func (a *Appender) Flush() error {
 }
 
 func (b *Bolt) addPendingTx(db *bolt.Bucket, dest string, n int) error {
-	v := int64(getU64(db, keyPending)) + int64(n)
+	v := int64(boltkv.GetU64(db, keyPending)) + int64(n)
 	if v < 0 {
 		v = 0
 	}
@@ -176,7 +177,7 @@ func (b *Bolt) addPendingTx(db *bolt.Bucket, dest string, n int) error {
 		b.changed[dest] = true
 	}
 	b.mu.Unlock()
-	return putU64(db, keyPending, uint64(v))
+	return boltkv.PutU64(db, keyPending, uint64(v))
 }
 
 // Committed implements pipedb.Hooks: it applies the depth changes of the
@@ -213,7 +214,7 @@ func (b *Bolt) Pending(dest string, after uint64, limit int) ([]Entry, error) {
 			return err
 		}
 		c := db.Bucket(bucketEntries).Cursor()
-		for k, v := c.Seek(u64(after + 1)); k != nil && len(out) < limit; k, v = c.Next() {
+		for k, v := c.Seek(boltkv.U64(after + 1)); k != nil && len(out) < limit; k, v = c.Next() {
 			if len(v) == 0 || stateOf(v[0]) != StatePending {
 				continue
 			}
@@ -245,11 +246,11 @@ func (b *Bolt) GetTx(tx *bolt.Tx, dest string, seq uint64) (Entry, error) {
 	if err != nil {
 		return Entry{}, err
 	}
-	v := db.Bucket(bucketEntries).Get(u64(seq))
+	v := db.Bucket(bucketEntries).Get(boltkv.U64(seq))
 	if v == nil {
 		return Entry{}, fmt.Errorf("%w: %s/%d", ErrNotFound, dest, seq)
 	}
-	return decode(u64(seq), v)
+	return decode(boltkv.U64(seq), v)
 }
 
 // PutTx rewrites an entry (its State, outcome fields) inside a transaction,
@@ -260,7 +261,7 @@ func (b *Bolt) PutTx(tx *bolt.Tx, e *Entry) error {
 		return err
 	}
 	eb := db.Bucket(bucketEntries)
-	old := eb.Get(u64(e.Seq))
+	old := eb.Get(boltkv.U64(e.Seq))
 	if old == nil {
 		return fmt.Errorf("%w: %s/%d", ErrNotFound, e.Destination, e.Seq)
 	}
@@ -271,7 +272,7 @@ func (b *Bolt) PutTx(tx *bolt.Tx, e *Entry) error {
 	if err != nil {
 		return err
 	}
-	if err := eb.Put(u64(seq), v); err != nil {
+	if err := eb.Put(boltkv.U64(seq), v); err != nil {
 		return err
 	}
 	switch isPending := e.State == StatePending; {
@@ -364,9 +365,9 @@ func (b *Bolt) List(q Query) ([]Entry, error) {
 		next := c.Next
 		switch {
 		case q.Ascending:
-			k, v = c.Seek(u64(q.After + 1))
+			k, v = c.Seek(boltkv.U64(q.After + 1))
 		case q.Before > 0:
-			c.Seek(u64(q.Before))
+			c.Seek(boltkv.U64(q.Before))
 			k, v = c.Prev()
 			next = c.Prev
 		default:
@@ -387,19 +388,3 @@ func (b *Bolt) List(q Query) ([]Entry, error) {
 	})
 	return out, err
 }
-
-func u64(v uint64) []byte {
-	b := make([]byte, 8)
-	binary.BigEndian.PutUint64(b, v)
-	return b
-}
-
-func getU64(bk *bolt.Bucket, key []byte) uint64 {
-	v := bk.Get(key)
-	if len(v) != 8 {
-		return 0
-	}
-	return binary.BigEndian.Uint64(v)
-}
-
-func putU64(bk *bolt.Bucket, key []byte, v uint64) error { return bk.Put(key, u64(v)) }

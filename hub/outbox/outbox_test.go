@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"testing"
 	"time"
+
+	"github.com/plantsync/plantsync/internal/boltkv"
 )
 
 // The hand-written encoder agrees with encoding/json, so entries read back
@@ -35,7 +37,7 @@ func TestEncodeMatchesEncodingJSON(t *testing.T) {
 		if string(ga) != string(gb) {
 			t.Errorf("encode differs:\n got %s\nwant %s", ga, gb)
 		}
-		back, err := decode(u64(5), got)
+		back, err := decode(boltkv.U64(5), got)
 		wantCorr := e.Lineage.CorrelationID
 		if e.Lineage.CorrelationID != "" {
 			var s string

@@ -1,10 +1,11 @@
 package pipedb
 
 import (
-	"encoding/binary"
 	"sync"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/plantsync/plantsync/internal/boltkv"
 )
 
 // Counter is a count kept under one key of a store's meta bucket and
@@ -28,19 +29,17 @@ func NewCounter(key []byte) *Counter { return &Counter{key: []byte(key)} }
 func (c *Counter) Load(meta *bolt.Bucket) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.n = int(readU64(meta.Get(c.key)))
+	c.n = int(boltkv.GetU64(meta, c.key))
 }
 
 // Add changes the persisted count inside tx and remembers the change for
 // Committed. The count never goes below zero.
 func (c *Counter) Add(meta *bolt.Bucket, delta int) error {
-	v := max(int64(readU64(meta.Get(c.key)))+int64(delta), 0)
+	v := max(int64(boltkv.GetU64(meta, c.key))+int64(delta), 0)
 	c.mu.Lock()
 	c.delta += delta
 	c.mu.Unlock()
-	b := make([]byte, 8)
-	binary.BigEndian.PutUint64(b, uint64(v))
-	return meta.Put(c.key, b)
+	return boltkv.PutU64(meta, c.key, uint64(v))
 }
 
 // Committed applies the changes of the committed transaction.
@@ -63,11 +62,4 @@ func (c *Counter) Value() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.n
-}
-
-func readU64(v []byte) uint64 {
-	if len(v) != 8 {
-		return 0
-	}
-	return binary.BigEndian.Uint64(v)
 }

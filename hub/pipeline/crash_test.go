@@ -13,6 +13,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/plantsync/plantsync/hub/journal"
+	"github.com/plantsync/plantsync/internal/boltkv"
 	pb "github.com/plantsync/plantsync/proto/plantsync/v1"
 )
 
@@ -49,7 +50,7 @@ func readCursor(t *testing.T, dir string) uint64 {
 	var c uint64
 	_ = db.View(func(tx *bolt.Tx) error {
 		if b := tx.Bucket([]byte("meta")); b != nil {
-			c = getU64(b, keyCursor)
+			c = boltkv.GetU64(b, keyCursor)
 		}
 		return nil
 	})

@@ -31,6 +31,7 @@ import (
 	"github.com/plantsync/plantsync/hub/outbox"
 	"github.com/plantsync/plantsync/hub/pipedb"
 	"github.com/plantsync/plantsync/hub/schema"
+	"github.com/plantsync/plantsync/internal/boltkv"
 )
 
 // ErrConfig marks a pipeline config that does not compile.
@@ -161,7 +162,7 @@ func New(opts Options) (*Pipeline, error) {
 		if _, err := tx.CreateBucketIfNotExists(bucketTrace); err != nil {
 			return err
 		}
-		p.cursor.Store(getU64(pipedb.Meta(tx), keyCursor))
+		p.cursor.Store(boltkv.GetU64(pipedb.Meta(tx), keyCursor))
 		return nil
 	})
 	if err != nil {
@@ -458,7 +459,7 @@ func (p *Pipeline) commit(b batch) error {
 		if err := app.Flush(); err != nil {
 			return err
 		}
-		return putU64(pipedb.Meta(tx), keyCursor, b.last)
+		return boltkv.PutU64(pipedb.Meta(tx), keyCursor, b.last)
 	})
 	if err != nil {
 		return err
@@ -588,19 +589,3 @@ func addTraceTx(tx *bolt.Tx, corr string, pos uint64, refs ...string) error {
 	old, _ := traceRefs(corr, tb.Get(k))
 	return tb.Put(k, traceValue(corr, strings.Join(append(old, refs...), ",")))
 }
-
-func u64(v uint64) []byte {
-	b := make([]byte, 8)
-	binary.BigEndian.PutUint64(b, v)
-	return b
-}
-
-func getU64(bk *bolt.Bucket, key []byte) uint64 {
-	v := bk.Get(key)
-	if len(v) != 8 {
-		return 0
-	}
-	return binary.BigEndian.Uint64(v)
-}
-
-func putU64(bk *bolt.Bucket, key []byte, v uint64) error { return bk.Put(key, u64(v)) }
