@@ -17,7 +17,6 @@ import (
 
 	"github.com/google/uuid"
 	bolt "go.etcd.io/bbolt"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/plantsync/plantsync/internal/boltkv"
 	pb "github.com/plantsync/plantsync/proto/plantsync/v1"
@@ -36,6 +35,10 @@ var (
 	// ErrCorrupt marks a buffer file that failed its integrity checks on
 	// open. The agent refuses to start rather than silently empty it.
 	ErrCorrupt = errors.New("buffer file is corrupt")
+	// ErrInvalidEvent is returned for an event that cannot be encoded (e.g.
+	// a string field that is not valid UTF-8); nothing of the append is
+	// queued, so the source can quarantine it.
+	ErrInvalidEvent = errors.New("event cannot be encoded")
 	// ErrNewerFormat marks a file written by a newer agent.
 	ErrNewerFormat = errors.New("buffer file format is newer than this agent")
 )
@@ -70,10 +73,12 @@ type Options struct {
 type Done func(first, last uint64, err error)
 
 type request struct {
-	events []*pb.Event
-	state  []StateWrite
-	done   Done
-	size   int64 // estimated, for the space check before encoding
+	// encoded holds each event marshaled without its sequence, with room
+	// for the committer to append the sequence field (see appendSequence).
+	encoded [][]byte
+	state   []StateWrite
+	done    Done
+	size    int64 // estimated, for the space check before encoding
 }
 
 // StateWrite is a source's own small state (e.g. a recent-ids window)
@@ -342,7 +347,8 @@ func (b *Buffer) NewEpoch() bool { return b.newFile }
 // AppendAsync queues events for the next group commit and returns at once,
 // unless the queue is full (then it waits: that is the back-pressure a source
 // feels under the block policy). done runs on the committer goroutine: keep it
-// short. The buffer takes ownership of events and sets their Sequence.
+// short. The buffer encodes the events before it returns; the sequence each
+// gets is reported to done and stored in the encoded event.
 func (b *Buffer) AppendAsync(ctx context.Context, events []*pb.Event, done Done) error {
 	return b.AppendWithState(ctx, events, nil, done)
 }
@@ -354,11 +360,20 @@ func (b *Buffer) AppendWithState(ctx context.Context, events []*pb.Event, state 
 		done(0, 0, nil)
 		return nil
 	}
+	// Encoding happens here, on the source's goroutine, once: the single
+	// committer only appends the sequence, and an event that cannot be
+	// encoded is refused to its source instead of failing a whole group.
+	encoded := make([][]byte, len(events))
 	var size int64
-	for _, ev := range events {
-		size += int64(proto.Size(ev)) + 16
+	for i, ev := range events {
+		raw, err := encodeEvent(ev)
+		if err != nil {
+			return err
+		}
+		encoded[i] = raw
+		size += int64(len(raw)) + 8 + sequenceFieldMax
 	}
-	r := &request{events: events, state: state, done: done, size: size}
+	r := &request{encoded: encoded, state: state, done: done, size: size}
 	b.sendMu.RLock()
 	defer b.sendMu.RUnlock()
 	if b.closed {

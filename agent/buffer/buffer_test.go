@@ -354,3 +354,24 @@ func TestConcurrentAppendsGetDistinctOrderedSequences(t *testing.T) {
 }
 
 type boltTx = bolt.Tx
+
+// An event that cannot be encoded is refused to its source at once and
+// nothing of that append is queued; later appends commit as usual.
+func TestInvalidEventRefusedWithoutWedgingCommits(t *testing.T) {
+	b := openTest(t, filepath.Join(t.TempDir(), "b.db"), nil)
+	defer b.Close()
+	ctx := context.Background()
+	bad := testEvent(1)
+	bad.Plant = "DE-\xff" // proto3 strings must be valid UTF-8
+	if _, _, err := b.Append(ctx, testEvent(0), bad); !errors.Is(err, ErrInvalidEvent) {
+		t.Fatalf("append with an unencodable event: %v, want ErrInvalidEvent", err)
+	}
+	first, last, err := b.Append(ctx, testEvent(2))
+	if err != nil || first != 1 || last != 1 {
+		t.Fatalf("next append: %d..%d %v; want sequence 1 (nothing of the refused append stored)", first, last, err)
+	}
+	batch, _ := b.ReadAfter(0, 10, 1<<20)
+	if ev := decode(t, batch.Events[0]); ev.GetSequence() != 1 || ev.GetId() != "ev-000002" {
+		t.Fatalf("stored event: seq %d id %s", ev.GetSequence(), ev.GetId())
+	}
+}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/uuid"
 	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -77,7 +78,7 @@ func (b *Buffer) commitLoop() {
 func (b *Buffer) gather(pending []*request, ackTo uint64) ([]*request, uint64) {
 	count := 0
 	for _, r := range pending {
-		count += len(r.events)
+		count += len(r.encoded)
 	}
 	var deadline <-chan time.Time
 	if b.cfg.CommitInterval > 0 && len(pending) > 0 {
@@ -90,7 +91,7 @@ func (b *Buffer) gather(pending []*request, ackTo uint64) ([]*request, uint64) {
 			select {
 			case r := <-b.reqs:
 				pending = append(pending, r)
-				count += len(r.events)
+				count += len(r.encoded)
 			case a := <-b.acks:
 				ackTo = max(ackTo, a)
 			default:
@@ -101,7 +102,7 @@ func (b *Buffer) gather(pending []*request, ackTo uint64) ([]*request, uint64) {
 		select {
 		case r := <-b.reqs:
 			pending = append(pending, r)
-			count += len(r.events)
+			count += len(r.encoded)
 		case a := <-b.acks:
 			ackTo = max(ackTo, a)
 		case <-deadline:
@@ -196,23 +197,25 @@ func (b *Buffer) commitGroup(pending []*request, ackTo uint64) (n int, err error
 				return err
 			}
 			first := next
-			for _, ev := range r.events {
-				ev.Sequence = next
-				if err := putEvent(events, &st, ev); err != nil {
+			for _, raw := range r.encoded {
+				if err := putEncoded(events, &st, next, raw); err != nil {
 					return err
 				}
 				next++
 			}
-			added += len(r.events)
-			if len(r.events) == 0 {
+			added += len(r.encoded)
+			if len(r.encoded) == 0 {
 				results = append(results, outcome{})
 			} else {
 				results = append(results, outcome{first: first, last: next - 1})
 			}
 		}
 		if len(dropped) > 0 {
-			ev := b.overflowEvent(dropped, next)
-			if err := putEvent(events, &st, ev); err != nil {
+			raw, err := encodeEvent(b.overflowEvent(dropped))
+			if err != nil {
+				return err
+			}
+			if err := putEncoded(events, &st, next, raw); err != nil {
 				return err
 			}
 			next++
@@ -272,12 +275,32 @@ func (b *Buffer) update(fn func(tx *bolt.Tx) error) (err error) {
 	return b.db.Update(fn)
 }
 
-func putEvent(events *bolt.Bucket, st *Stats, ev *pb.Event) error {
-	v, err := proto.Marshal(ev)
+// sequenceFieldMax is the most bytes the sequence field can take: one tag
+// byte and a varint of up to 10 bytes.
+const sequenceFieldMax = 11
+
+// encodeEvent marshals ev without a sequence into a slice with room for
+// appendSequence.
+func encodeEvent(ev *pb.Event) ([]byte, error) {
+	ev.Sequence = 0
+	n := proto.Size(ev)
+	raw, err := proto.MarshalOptions{UseCachedSize: true}.MarshalAppend(make([]byte, 0, n+sequenceFieldMax), ev)
 	if err != nil {
-		return fmt.Errorf("encode event %s: %w", ev.GetId(), err)
+		return nil, fmt.Errorf("%w: %s (%s): %v", ErrInvalidEvent, ev.GetId(), ev.GetType(), err)
 	}
-	k := boltkv.U64(ev.GetSequence())
+	return raw, nil
+}
+
+// appendSequence adds the sequence field to an encoded event. Protobuf
+// decoders read a field that follows the others the same as one in place,
+// so the stored bytes decode to the event with its sequence. It writes into
+// raw's spare capacity, so a retried commit rewrites the same bytes.
+func appendSequence(raw []byte, seq uint64) []byte {
+	return protowire.AppendVarint(protowire.AppendTag(raw, 2, protowire.VarintType), seq)
+}
+
+func putEncoded(events *bolt.Bucket, st *Stats, seq uint64, raw []byte) error {
+	k, v := boltkv.U64(seq), appendSequence(raw, seq)
 	if err := events.Put(k, v); err != nil {
 		return err
 	}
@@ -336,7 +359,7 @@ func dropOldest(events *bolt.Bucket, st *Stats, from uint64, need int64) ([]*pb.
 	return ranges, nil
 }
 
-func (b *Buffer) overflowEvent(dropped []*pb.SequenceRange, seq uint64) *pb.Event {
+func (b *Buffer) overflowEvent(dropped []*pb.SequenceRange) *pb.Event {
 	id, err := uuid.NewV7()
 	if err != nil {
 		id = uuid.New()
@@ -344,7 +367,6 @@ func (b *Buffer) overflowEvent(dropped []*pb.SequenceRange, seq uint64) *pb.Even
 	now := timestamppb.Now()
 	ev := &pb.Event{
 		Id:            id.String(),
-		Sequence:      seq,
 		Type:          overflowEventType,
 		OccurredAt:    now,
 		ObservedAt:    now,
