@@ -24,33 +24,6 @@ import (
 	"github.com/plantsync/plantsync/internal/testkit"
 )
 
-// invalidCase is one entry of testdata/invalid_configs.yaml.
-type invalidCase struct {
-	Name   string `yaml:"name"`
-	Config string `yaml:"config"`
-	// Problems is how many problems the error lists; 0 means 1.
-	Problems int      `yaml:"problems"`
-	Errors   []string `yaml:"errors"`
-}
-
-func readCases(t testing.TB) []invalidCase {
-	t.Helper()
-	raw, err := os.ReadFile(filepath.Join("testdata", "invalid_configs.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cases []invalidCase
-	dec := yaml.NewDecoder(strings.NewReader(string(raw)))
-	dec.KnownFields(true)
-	if err := dec.Decode(&cases); err != nil {
-		t.Fatalf("testdata/invalid_configs.yaml: %v", err)
-	}
-	if len(cases) == 0 {
-		t.Fatal("testdata/invalid_configs.yaml holds no cases")
-	}
-	return cases
-}
-
 // fixture is a temp PKI with the certificate files the cases refer to.
 type fixture struct {
 	vars map[string]string
@@ -166,18 +139,9 @@ var (
 	fixWords    = []string{"want", "e.g.", "use ", "run ", "issue ", "check ", "set ", "fix ", "remove", "keep ", "required", "must"}
 )
 
-// problems splits a LoadConfig error into its listed problems.
-func problems(err error) []string {
-	_, list, ok := strings.Cut(err.Error(), "\n  - ")
-	if !ok {
-		return nil
-	}
-	return strings.Split(list, "\n  - ")
-}
-
 func TestLoadConfigRejectsInvalid(t *testing.T) {
 	f := newFixture(t)
-	for _, c := range readCases(t) {
+	for _, c := range testkit.ReadInvalidConfigs(t) {
 		t.Run(c.Name, func(t *testing.T) {
 			path := f.write(t, "hub.yaml", c.Config)
 			_, err := hub.LoadConfig(path)
@@ -196,7 +160,7 @@ func TestLoadConfigRejectsInvalid(t *testing.T) {
 					t.Errorf("error lacks %q; got:\n%v", want, err)
 				}
 			}
-			ps := problems(err)
+			ps := testkit.ConfigProblems(err)
 			n := len(ps)
 			if n == 0 {
 				n = 1 // a YAML syntax error stands alone
@@ -274,7 +238,7 @@ func TestExampleConfigsValidate(t *testing.T) {
 			}
 			p := testkit.NewPKI(t)
 			set := func(path string, required bool, value string) {
-				if n := scalarAt(&doc, strings.Split(path, ".")...); n != nil {
+				if n := testkit.YAMLScalarAt(&doc, strings.Split(path, ".")...); n != nil {
 					n.Value = value
 				} else if required {
 					t.Fatalf("example config has no %s", path)
@@ -300,55 +264,7 @@ func TestExampleConfigsValidate(t *testing.T) {
 	}
 }
 
-// scalarAt finds the scalar at a path of mapping keys, or nil.
-func scalarAt(doc *yaml.Node, keys ...string) *yaml.Node {
-	n := doc
-	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
-		n = n.Content[0]
-	}
-	for _, k := range keys {
-		var next *yaml.Node
-		for i := 0; n.Kind == yaml.MappingNode && i+1 < len(n.Content); i += 2 {
-			if n.Content[i].Value == k {
-				next = n.Content[i+1]
-			}
-		}
-		if next == nil {
-			return nil
-		}
-		n = next
-	}
-	if n.Kind != yaml.ScalarNode {
-		return nil
-	}
-	return n
-}
-
-// FuzzLoadConfig feeds arbitrary files to LoadConfig: it may refuse them,
-// never panic, and whatever it refuses wraps config.ErrInvalid.
+// FuzzLoadConfig feeds arbitrary files to LoadConfig (testkit.FuzzConfigLoader).
 func FuzzLoadConfig(f *testing.F) {
-	raw, err := os.ReadFile(filepath.Join("testdata", "invalid_configs.yaml"))
-	if err != nil {
-		f.Fatal(err)
-	}
-	var cases []invalidCase
-	if err := yaml.Unmarshal(raw, &cases); err != nil {
-		f.Fatal(err)
-	}
-	for _, c := range cases {
-		f.Add([]byte(c.Config))
-	}
-	if ex, err := os.ReadFile(filepath.Join("..", "configs", "hub.example.yaml")); err == nil {
-		f.Add(ex)
-	}
-	dir := f.TempDir()
-	f.Fuzz(func(t *testing.T, data []byte) {
-		path := filepath.Join(dir, "fuzz.yaml")
-		if err := os.WriteFile(path, data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := hub.LoadConfig(path); err != nil && !errors.Is(err, config.ErrInvalid) {
-			t.Fatalf("error does not wrap config.ErrInvalid: %v", err)
-		}
-	})
+	testkit.FuzzConfigLoader(f, filepath.Join("..", "configs", "hub.example.yaml"), hub.LoadConfig)
 }
