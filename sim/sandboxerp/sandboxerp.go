@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -21,6 +20,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/plantsync/plantsync/internal/boltkv"
 )
 
 // ErrNotFound is returned for a document that does not exist.
@@ -262,7 +263,7 @@ func (s *Server) handleDeliver(w http.ResponseWriter, r *http.Request) {
 				return err
 			}
 			doc.ID = fmt.Sprintf("SBX-%06d", seq)
-			if err := keys.Put([]byte(key), seqKey(seq)); err != nil {
+			if err := keys.Put([]byte(key), boltkv.U64(seq)); err != nil {
 				return err
 			}
 			created = true
@@ -271,7 +272,7 @@ func (s *Server) handleDeliver(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return err
 		}
-		return docs.Put(seqKey(idSeq(doc.ID)), raw)
+		return docs.Put(boltkv.U64(idSeq(doc.ID)), raw)
 	})
 	if err != nil {
 		problem(w, http.StatusInternalServerError, "store: %v", err)
@@ -286,12 +287,6 @@ func (s *Server) handleDeliver(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Location", "/documents/"+doc.ID)
 	writeJSON(w, code, map[string]any{"id": doc.ID, "created": created})
-}
-
-func seqKey(seq uint64) []byte {
-	k := make([]byte, 8)
-	binary.BigEndian.PutUint64(k, seq)
-	return k
 }
 
 func idSeq(id string) uint64 {
@@ -369,7 +364,7 @@ func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	var d Document
 	err := s.db.View(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketDocs).Get(seqKey(idSeq(id)))
+		v := tx.Bucket(bucketDocs).Get(boltkv.U64(idSeq(id)))
 		if v == nil {
 			return ErrNotFound
 		}
