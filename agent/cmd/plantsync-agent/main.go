@@ -52,6 +52,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
 		fs.SetOutput(stderr)
 		path := fs.String("config", "/etc/plantsync-agent/agent.yaml", "config file")
+		profile := fs.String("cpuprofile", "", "run only: write a Go CPU profile of the whole run to this file (diagnostics; `go tool pprof` reads it)")
 		if err := fs.Parse(args[1:]); err != nil {
 			return 2
 		}
@@ -65,6 +66,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 0
 		}
 		log := cli.Logger(stderr, cfg.Log.Level, cfg.Log.Format).With("program", "plantsync-agent")
+		stopProfile, err := cli.StartCPUProfile(*profile)
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		defer stopProfile()
 		a, err := agent.New(cfg, log)
 		if err == nil {
 			a.SetConfigFile(*path) // SIGHUP re-reads it

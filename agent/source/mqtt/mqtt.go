@@ -151,6 +151,8 @@ func (s *Source) clientOptions() (*paho.ClientOptions, error) {
 		SetAutoReconnect(false).
 		SetConnectRetry(false).
 		SetOrderMatters(true).
+		// Buffered reads and coalesced PUBACKs (conn.go).
+		SetCustomOpenConnectionFn(dialBroker).
 		// Ack after durable: the broker keeps a message until its event
 		// is committed in the buffer.
 		SetAutoAckDisabled(true).

@@ -19,12 +19,12 @@
 // 100k). It is a benchmark, not a test.
 //
 //	go run ./e2e/cmd/mqttbench [-n 200000] [-runs 3] [-mosquitto /usr/sbin/mosquitto] [-bin DIR] [-keep]
+//	    [-cpuprofile agent.prof] [-hubprofile hub.prof]
 package main
 
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -38,7 +38,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -51,8 +50,6 @@ import (
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
-
-	"github.com/plantsync/plantsync/agent"
 )
 
 const (
@@ -69,6 +66,7 @@ type options struct {
 	bin       string
 	keep      bool
 	profile   string
+	hubProf   string
 }
 
 func main() { os.Exit(run()) }
@@ -80,7 +78,8 @@ func run() int {
 	flag.StringVar(&o.mosquitto, "mosquitto", "/usr/sbin/mosquitto", "mosquitto binary (apt-get install mosquitto)")
 	flag.StringVar(&o.bin, "bin", "", "folder with plantsync-agent and plantsync-hub (default: build them into the temp folder)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temp folder (configs, logs)")
-	flag.StringVar(&o.profile, "cpuprofile", "", "run the agent of the first mosquitto run inside this process and write a CPU profile of its phase here (its CPU figure is then left out)")
+	flag.StringVar(&o.profile, "cpuprofile", "", "write a CPU profile of the agent of the first mosquitto run here (plantsync-agent run -cpuprofile)")
+	flag.StringVar(&o.hubProf, "hubprofile", "", "write a CPU profile of the hub of the first mosquitto run here")
 	flag.Parse()
 	b, err := newBench(o)
 	if err != nil {
@@ -166,6 +165,7 @@ type broker struct {
 	name string
 	addr string
 	stop func()
+	proc *proc // nil: the broker runs in this process
 }
 
 func (b *bench) startMosquitto() (*broker, error) {
@@ -191,7 +191,7 @@ func (b *bench) startMosquitto() (*broker, error) {
 	if err := waitDial(addr, p); err != nil {
 		return nil, err
 	}
-	return &broker{name: "mosquitto", addr: addr, stop: p.stop}, nil
+	return &broker{name: "mosquitto", addr: addr, stop: p.stop, proc: p}, nil
 }
 
 func startMochi() (*broker, error) {
@@ -220,7 +220,10 @@ type phase struct {
 	p50, p99 float64 // seconds
 	cpu100k  float64 // CPU-seconds per 100k messages (agent only)
 	hubAfter float64 // seconds from the first publish until the hub had all
-	inproc   bool    // the agent ran in the bench process: cpu100k is the bench's
+	// CPU-seconds per 100k messages of the others during the agent's
+	// flooded phase: the hub, the broker (when in its own process) and
+	// this process (the publisher, and mochi when it is the broker)
+	hubCPU, brokerCPU, benchCPU float64
 	// paced: the agent fed at 0.8x this run's ceiling
 	pacedRate, pacedP50, pacedP99 float64
 }
@@ -256,6 +259,8 @@ func (b *bench) measure() (*results, error) {
 			res.agent[br.name] = append(res.agent[br.name], a)
 			progress("  %s msg/s, ack p99 %.1f ms, %.2f CPU-s/100k, hub had all after %.1fs; paced at %s msg/s: ack p99 %.1f ms",
 				thousands(a.rate), a.p99*1000, a.cpu100k, a.hubAfter, thousands(a.pacedRate), a.pacedP99*1000)
+			progress("  CPU-s/100k of the others meanwhile: hub %.2f, broker %.2f, bench process (publisher%s) %.2f",
+				a.hubCPU, a.brokerCPU, map[bool]string{true: ", broker", false: ""}[br.proc == nil], a.benchCPU)
 		}
 		br.stop()
 		b.brokerClean = nil
@@ -382,7 +387,11 @@ func (b *bench) runAgent(br *broker, run int, pace float64) (phase, error) {
 		return phase{}, err
 	}
 	grpcAddr, httpAddr, admin := freeAddr(), freeAddr(), freeAddr()
-	hub, err := b.startHub(dir, grpcAddr, httpAddr)
+	var hubProf string
+	if b.o.hubProf != "" && run == 1 && br.name == "mosquitto" {
+		hubProf = b.o.hubProf
+	}
+	hub, err := b.startHub(dir, grpcAddr, httpAddr, hubProf)
 	if err != nil {
 		return phase{}, err
 	}
@@ -390,22 +399,15 @@ func (b *bench) runAgent(br *broker, run int, pace float64) (phase, error) {
 	if err := waitDial(grpcAddr, hub); err != nil {
 		return phase{}, err
 	}
-	var ag *proc
-	inproc := b.o.profile != "" && run == 1 && br.name == "mosquitto"
-	if inproc {
-		stopAgent, err := b.startAgentInProcess(dir, grpcAddr, admin, br.addr, run)
-		if err != nil {
-			return phase{}, err
-		}
-		defer stopAgent()
-		ag = &proc{name: "agent (in process)", log: filepath.Join(dir, "agent.log"), done: make(chan struct{}), self: true}
-	} else {
-		ag, err = b.startAgent(dir, grpcAddr, admin, br.addr, run)
-		if err != nil {
-			return phase{}, err
-		}
-		defer ag.stop()
+	var agProf string
+	if b.o.profile != "" && run == 1 && br.name == "mosquitto" {
+		agProf = b.o.profile
 	}
+	ag, err := b.startAgent(dir, grpcAddr, admin, br.addr, run, agProf)
+	if err != nil {
+		return phase{}, err
+	}
+	defer ag.stop()
 	if err := b.poll(30*time.Second, ag, "agent subscribed", func() bool {
 		var st struct {
 			Sources map[string]struct {
@@ -421,19 +423,10 @@ func (b *bench) runAgent(br *broker, run int, pace float64) (phase, error) {
 		return phase{}, err
 	}
 	cpu0 := ag.cpu()
-	if inproc {
-		f, err := os.Create(b.o.profile)
-		if err != nil {
-			return phase{}, err
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return phase{}, err
-		}
-		defer func() {
-			pprof.StopCPUProfile()
-			_ = f.Close()
-			progress("  CPU profile of the bench process with the agent inside: %s", b.o.profile)
-		}()
+	hub0, self0 := hub.cpu(), selfCPU()
+	var broker0 time.Duration
+	if br.proc != nil {
+		broker0 = br.proc.cpu()
 	}
 	pubErr := make(chan error, 1)
 	var start time.Time
@@ -445,21 +438,16 @@ func (b *bench) runAgent(br *broker, run int, pace float64) (phase, error) {
 		startMu.Unlock()
 		pubErr <- err
 	}()
-	var doneAt time.Time
-	if err := b.poll(180*time.Second, ag, "agent acknowledged every message", func() bool {
-		m, err := scrape(b.httpc, "http://"+admin+"/metrics")
-		if err != nil {
-			return false
-		}
-		if m.count("plantsync_agent_mqtt_ack_latency_seconds_count")-before.count("plantsync_agent_mqtt_ack_latency_seconds_count") >= float64(n) {
-			doneAt = time.Now()
-			return true
-		}
-		return false
-	}); err != nil {
+	doneAt, err := b.waitAcked(ag, admin, before.count(ackCount)+float64(n), "agent acknowledged every message")
+	if err != nil {
 		return phase{}, err
 	}
 	cpu := ag.cpu() - cpu0
+	hubCPU, benchCPU := hub.cpu()-hub0, selfCPU()-self0
+	var brokerCPU time.Duration
+	if br.proc != nil {
+		brokerCPU = br.proc.cpu() - broker0
+	}
 	if err := <-pubErr; err != nil {
 		return phase{}, err
 	}
@@ -480,7 +468,9 @@ func (b *bench) runAgent(br *broker, run int, pace float64) (phase, error) {
 	hist := after.histogram("plantsync_agent_mqtt_ack_latency_seconds", before)
 	ph := phase{
 		rate: float64(n) / elapsed, p50: hist.quantile(0.5), p99: hist.quantile(0.99),
-		cpu100k: cpu.Seconds() * 100_000 / float64(n), hubAfter: hubAfter, inproc: inproc,
+		cpu100k: cpu.Seconds() * 100_000 / float64(n), hubAfter: hubAfter,
+		hubCPU: hubCPU.Seconds() * 100_000 / float64(n), brokerCPU: brokerCPU.Seconds() * 100_000 / float64(n),
+		benchCPU: benchCPU.Seconds() * 100_000 / float64(n),
 	}
 
 	// Paced: half as many messages at 0.8x the ceiling, the latency target's
@@ -490,15 +480,8 @@ func (b *bench) runAgent(br *broker, run int, pace float64) (phase, error) {
 	if _, err := publishPaced(br.addr, n, m, pace); err != nil {
 		return phase{}, err
 	}
-	var pacedDone time.Time
-	if err := b.poll(180*time.Second, ag, "agent acknowledged the paced messages", func() bool {
-		m2, err := scrape(b.httpc, "http://"+admin+"/metrics")
-		if err == nil && m2.count("plantsync_agent_mqtt_ack_latency_seconds_count")-after.count("plantsync_agent_mqtt_ack_latency_seconds_count") >= float64(m) {
-			pacedDone = time.Now()
-			return true
-		}
-		return false
-	}); err != nil {
+	pacedDone, err := b.waitAcked(ag, admin, after.count(ackCount)+float64(m), "agent acknowledged the paced messages")
+	if err != nil {
 		return phase{}, err
 	}
 	final, err := scrape(b.httpc, "http://"+admin+"/metrics")
@@ -511,46 +494,59 @@ func (b *bench) runAgent(br *broker, run int, pace float64) (phase, error) {
 	return ph, nil
 }
 
-func (b *bench) startHub(dir, grpcAddr, httpAddr string) (*proc, error) {
+const ackCount = "plantsync_agent_mqtt_ack_latency_seconds_count"
+
+// waitAcked polls the agent's ack counter until it reaches target and
+// returns when it did, interpolated between the last two scrapes. Scraping
+// costs the agent CPU (a whole registry gather), so it polls every 50 ms,
+// not in a tight loop; the interpolation keeps the figure's precision.
+func (b *bench) waitAcked(ag *proc, admin string, target float64, what string) (time.Time, error) {
+	var prevT time.Time
+	var prevC float64
+	var at time.Time
+	err := b.pollEvery(180*time.Second, 50*time.Millisecond, ag, what, func() bool {
+		m, err := scrape(b.httpc, "http://"+admin+"/metrics")
+		if err != nil {
+			return false
+		}
+		now, c := time.Now(), m.count(ackCount)
+		if c < target {
+			prevT, prevC = now, c
+			return false
+		}
+		at = now
+		if !prevT.IsZero() && c > prevC {
+			at = prevT.Add(time.Duration(float64(now.Sub(prevT)) * (target - prevC) / (c - prevC)))
+		}
+		return true
+	})
+	return at, err
+}
+
+func (b *bench) startHub(dir, grpcAddr, httpAddr, profile string) (*proc, error) {
 	cfg := filepath.Join(dir, "hub.yaml")
 	y := fmt.Sprintf("grpc:\n  listen: %q\n  tls: {cert: %q, key: %q, client_ca: %q}\nhttp:\n  listen: %q\nstorage:\n  dir: %q\npki:\n  dir: %q\nlog:\n  level: warn\n",
 		grpcAddr, filepath.Join(b.pki, "hub.crt"), filepath.Join(b.pki, "hub.key"), filepath.Join(b.pki, "ca.crt"), httpAddr, filepath.Join(dir, "hub-storage"), b.pki)
 	if err := os.WriteFile(cfg, []byte(y), 0o600); err != nil {
 		return nil, err
 	}
-	return b.start("hub", filepath.Join(dir, "hub.log"), b.hub, "run", "-config", cfg)
+	args := []string{"run", "-config", cfg}
+	if profile != "" {
+		args = append(args, "-cpuprofile", profile)
+	}
+	return b.start("hub", filepath.Join(dir, "hub.log"), b.hub, args...)
 }
 
-func (b *bench) startAgent(dir, hubAddr, admin, brokerAddr string, run int) (*proc, error) {
+func (b *bench) startAgent(dir, hubAddr, admin, brokerAddr string, run int, profile string) (*proc, error) {
 	cfg, err := b.writeAgentConfig(dir, hubAddr, admin, brokerAddr, run)
 	if err != nil {
 		return nil, err
 	}
-	return b.start("agent", filepath.Join(dir, "agent.log"), b.agent, "run", "-config", cfg)
-}
-
-// startAgentInProcess runs the agent inside the bench, for -cpuprofile.
-func (b *bench) startAgentInProcess(dir, hubAddr, admin, brokerAddr string, run int) (func(), error) {
-	path, err := b.writeAgentConfig(dir, hubAddr, admin, brokerAddr, run)
-	if err != nil {
-		return nil, err
+	args := []string{"run", "-config", cfg}
+	if profile != "" {
+		args = append(args, "-cpuprofile", profile)
 	}
-	cfg, err := agent.LoadConfig(path)
-	if err != nil {
-		return nil, err
-	}
-	a, err := agent.New(cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		return nil, err
-	}
-	if err := a.Start(context.Background()); err != nil {
-		return nil, err
-	}
-	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		_ = a.Shutdown(ctx)
-	}, nil
+	return b.start("agent", filepath.Join(dir, "agent.log"), b.agent, args...)
 }
 
 func (b *bench) writeAgentConfig(dir, hubAddr, admin, brokerAddr string, run int) (string, error) {
@@ -583,7 +579,6 @@ type proc struct {
 	name, log string
 	cmd       *exec.Cmd
 	done      chan struct{}
-	self      bool // the agent runs in this process (-cpuprofile)
 }
 
 func (b *bench) start(name, logPath, bin string, args ...string) (*proc, error) {
@@ -637,10 +632,12 @@ func (p *proc) stop() {
 
 // cpu is the process's user+system time from /proc/PID/stat.
 func (p *proc) cpu() time.Duration {
-	pid := os.Getpid()
-	if !p.self {
-		pid = p.cmd.Process.Pid
-	}
+	return pidCPU(p.cmd.Process.Pid)
+}
+
+func selfCPU() time.Duration { return pidCPU(os.Getpid()) }
+
+func pidCPU(pid int) time.Duration {
 	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0
@@ -659,6 +656,10 @@ func (p *proc) cpu() time.Duration {
 }
 
 func (b *bench) poll(within time.Duration, p *proc, what string, cond func() bool) error {
+	return b.pollEvery(within, 10*time.Millisecond, p, what, cond)
+}
+
+func (b *bench) pollEvery(within, every time.Duration, p *proc, what string, cond func() bool) error {
 	deadline := time.Now().Add(within)
 	for !cond() {
 		if p.exited() {
@@ -667,7 +668,7 @@ func (b *bench) poll(within time.Duration, p *proc, what string, cond func() boo
 		if time.Now().After(deadline) {
 			return fmt.Errorf("timed out after %s waiting for %s; log %s:\n%s", within, what, p.log, tail(p.log, 20))
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(every)
 	}
 	return nil
 }
@@ -869,13 +870,7 @@ func (b *bench) report(w io.Writer, r *results) {
 		ceil := field(c, func(p phase) float64 { return p.rate })
 		rate := field(a, func(p phase) float64 { return p.rate })
 		p99 := field(a, func(p phase) float64 { return p.p99 })
-		var own []phase
-		for _, p := range a {
-			if !p.inproc {
-				own = append(own, p)
-			}
-		}
-		cpu := field(own, func(p phase) float64 { return p.cpu100k })
+		cpu := field(a, func(p phase) float64 { return p.cpu100k })
 		fmt.Fprintf(w, "broker: %s\n", name)
 		fmt.Fprintf(w, "  plain paho subscriber, auto-ack   %10s msg/s   receipt latency p50 %.1f ms, p99 %.1f ms\n",
 			thousands(ceil), field(c, func(p phase) float64 { return p.p50 })*1000, field(c, func(p phase) float64 { return p.p99 })*1000)
@@ -888,6 +883,9 @@ func (b *bench) report(w io.Writer, r *results) {
 			thousands(field(a, func(p phase) float64 { return p.pacedRate })), verdict(pacedP99 <= 0.025))
 		fmt.Fprintf(w, "  agent CPU                         %.2f CPU-s per 100 000 messages (target <= 3)  %s\n", cpu, verdict(cpu <= 3))
 		fmt.Fprintf(w, "  hub had every message after      %.1f s\n", field(a, func(p phase) float64 { return p.hubAfter }))
+		fmt.Fprintf(w, "  CPU-s per 100k of the others     hub %.2f, broker %.2f, bench process %.2f (publisher; mochi too when it is the broker)\n",
+			field(a, func(p phase) float64 { return p.hubCPU }), field(a, func(p phase) float64 { return p.brokerCPU }),
+			field(a, func(p phase) float64 { return p.benchCPU }))
 		var runs []string
 		for i := range a {
 			runs = append(runs, fmt.Sprintf("%s/%s", thousands(c[i].rate), thousands(a[i].rate)))

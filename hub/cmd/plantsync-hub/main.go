@@ -50,6 +50,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
 		fs.SetOutput(stderr)
 		path := fs.String("config", "/etc/plantsync-hub/hub.yaml", "config file")
+		profile := fs.String("cpuprofile", "", "run only: write a Go CPU profile of the whole run to this file (diagnostics; `go tool pprof` reads it)")
 		if err := fs.Parse(args[1:]); err != nil {
 			return 2
 		}
@@ -74,6 +75,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		log := cli.Logger(stderr, cfg.Log.Level, cfg.Log.Format).With("program", "plantsync-hub")
 		h := hub.New(cfg, log)
 		h.SetConfigFile(*path) // SIGHUP re-reads it
+		stopProfile, err := cli.StartCPUProfile(*profile)
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		defer stopProfile()
 		if err := cli.Run(h, log, 30*time.Second); err != nil {
 			log.Error("hub failed", "error", err)
 			return 1
