@@ -14,6 +14,7 @@ import (
 
 	"cel.dev/cel-go/cel"
 	"github.com/google/uuid"
+	"github.com/valyala/fastjson"
 )
 
 // idNamespace scopes derived event ids to MQTT message ids.
@@ -95,6 +96,9 @@ func parsePath(s string) (jsonPath, error) {
 
 // lookup returns the value at p, or ok=false when a step is absent.
 func (p jsonPath) lookup(doc any) (any, bool) {
+	if v, ok := doc.(*fastjson.Value); ok {
+		return p.lookupFast(v)
+	}
 	cur := doc
 	for _, st := range p {
 		if st.index < 0 {

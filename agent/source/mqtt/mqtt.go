@@ -405,12 +405,7 @@ func (s *Source) handle(msg inMsg, replay bool, finish func(result)) {
 		s.handleSparkplug(cs, msg, replay, finish)
 		return
 	}
-	doc, merr := cs.decodePayload(msg.payload)
-	if merr != nil {
-		s.fail(msg, merr, replay, finish)
-		return
-	}
-	m, merr := cs.mapDoc(doc, msg.topic, caps)
+	m, merr := cs.mapPayload(msg.payload, msg.topic, caps)
 	if merr != nil {
 		s.fail(msg, merr, replay, finish)
 		return
