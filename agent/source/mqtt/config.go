@@ -199,8 +199,13 @@ type Config struct {
 	ContentHashWindow int `yaml:"content_hash_window"`
 	// QuarantineMaxEntries bounds the quarantine; beyond it the oldest
 	// entries are deleted (counted and logged).
-	QuarantineMaxEntries int             `yaml:"quarantine_max_entries"`
-	Sparkplug            SparkplugConfig `yaml:"sparkplug"`
+	QuarantineMaxEntries int `yaml:"quarantine_max_entries"`
+	// MaxInflight bounds the messages received but not yet committed and
+	// acknowledged. Beyond it the source stops reading from the broker, so
+	// a backlog waits in the broker (its durable queue), not in agent
+	// memory, and the ack latency stays that of a commit.
+	MaxInflight int             `yaml:"max_inflight"`
+	Sparkplug   SparkplugConfig `yaml:"sparkplug"`
 }
 
 // NewDefaultConfig returns the defaults.
@@ -212,6 +217,7 @@ func NewDefaultConfig() *Config {
 		ReconnectMax:         30 * time.Second,
 		ContentHashWindow:    65536,
 		QuarantineMaxEntries: 100000,
+		MaxInflight:          512,
 		Sparkplug:            SparkplugConfig{RequestRebirth: true, RebirthInterval: 5 * time.Second},
 	}
 }
@@ -257,6 +263,9 @@ func (c *Config) Validate(prefix string) []error {
 	}
 	if c.ContentHashWindow < 16 || c.ContentHashWindow > 1<<22 {
 		add("%s.content_hash_window: %d; want 16 to 4194304, e.g. 65536", prefix, c.ContentHashWindow)
+	}
+	if c.MaxInflight < 1 || c.MaxInflight > 65535 {
+		add("%s.max_inflight: %d; want 1 to 65535, e.g. 512", prefix, c.MaxInflight)
 	}
 	if c.QuarantineMaxEntries < 1 {
 		add("%s.quarantine_max_entries: %d; want at least 1, e.g. 100000", prefix, c.QuarantineMaxEntries)

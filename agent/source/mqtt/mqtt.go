@@ -62,6 +62,10 @@ type Source struct {
 	acks     *acker
 	bg       sync.WaitGroup // connect loop, acker, side publishes
 	inflight inflightCount  // appends whose commit is not known yet
+	// slots holds a token per received message not yet finished
+	// (cfg.MaxInflight of them): onMessage waits for one, so a backlog
+	// stays in the broker.
+	slots chan struct{}
 	// accepting is false before Start and from Shutdown on: messages that
 	// arrive then are not acknowledged, so the broker redelivers them.
 	accepting atomic.Bool
@@ -80,7 +84,7 @@ func New(cfg *Config, env source.Env) (*Source, error) {
 	}
 	s := &Source{cfg: cfg, env: env, log: env.Logger, health: source.Health{State: source.StateStarting},
 		window: newRecentIDs(env.Name, cfg.ContentHashWindow), sp: newSparkplugState(env.Name),
-		lost: make(chan struct{}, 1)}
+		lost: make(chan struct{}, 1), slots: make(chan struct{}, max(cfg.MaxInflight, 1))}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -362,10 +366,16 @@ func (s *Source) onMessage(_ paho.Client, pm paho.Message) {
 		s.acks.push(pm, recv)
 		return
 	}
+	select {
+	case s.slots <- struct{}{}:
+	case <-s.ctx.Done():
+		return // shutting down: not acknowledged, redelivered next session
+	}
 	// Topics are UTF-8 by the MQTT specification; a broker that passes
 	// something else on must not poison the buffer (events are proto3).
 	topic := strings.ToValidUTF8(pm.Topic(), "\uFFFD")
 	s.handle(inMsg{topic: topic, payload: pm.Payload(), qos: pm.Qos(), received: recv}, false, func(r result) {
+		<-s.slots
 		if r.err == nil {
 			s.acks.push(pm, recv)
 		}

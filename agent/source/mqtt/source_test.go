@@ -86,6 +86,31 @@ func TestAckOnlyAfterCommit(t *testing.T) {
 	}
 }
 
+// With max_inflight messages awaiting their commit, the source reads no
+// further: the rest waits in the broker until commits free room.
+func TestMaxInflightHoldsBacklogInBroker(t *testing.T) {
+	mb, addr := startBroker(t)
+	sink := &gatedSink{}
+	cfg := baseConfig(addr, completionSub())
+	cfg.MaxInflight = 10
+	s, _ := testSource(t, cfg, sink, t.TempDir())
+	waitRunning(t, s)
+	pub := testPublisher(t, addr)
+	const n = 50
+	for i := 0; i < n; i++ {
+		publish(t, pub, "mes/DE-01/L1/completion", 1, false, completionJSON(fmt.Sprintf("m-%d", i)))
+	}
+	eventually(t, 5*time.Second, "max_inflight messages handed to the sink", func() bool { return sink.appended() == cfg.MaxInflight })
+	time.Sleep(100 * time.Millisecond) // give a read past the bound the chance to show
+	if got := sink.appended(); got != cfg.MaxInflight {
+		t.Fatalf("%d messages handed to the sink before any commit, want max_inflight %d", got, cfg.MaxInflight)
+	}
+	sink.release()
+	eventually(t, 5*time.Second, "every message committed and acknowledged", func() bool {
+		return sink.appended() == n && inflight(mb, cfg.ClientID) == 0
+	})
+}
+
 // A commit that fails (buffer closed) leaves the message unacknowledged, so
 // the broker redelivers it.
 func TestNoAckWhenCommitFails(t *testing.T) {
