@@ -3,6 +3,7 @@
 #   make test     unit + integration tests (race detector), Go only
 #   make interop  tests against third-party peers (mosquitto, node-opcua, Tryton)
 #   make bench    benchmarks (separate processes, mTLS, fsync; BENCHFLAGS="-runs 5" etc.)
+#   make bench-mqtt  the MQTT source through mosquitto and mochi (MQTTBENCHFLAGS="-n 200000")
 #   make proto    regenerate committed protobuf code with pinned generators
 #   make package  .deb and .rpm of agent and hub in dist/ (nfpm, a pinned Go tool)
 #   make image    the hub container image as an OCI tarball in dist/ (no daemon needed)
@@ -18,7 +19,7 @@ LDFLAGS   := -s -w -X github.com/plantsync/plantsync/internal/buildinfo.Version=
              -X github.com/plantsync/plantsync/internal/buildinfo.Date=$(DATE)
 export CGO_ENABLED := 0
 
-.PHONY: all build run test interop bench proto proto-check package image clean
+.PHONY: all build run test interop bench bench-mqtt proto proto-check package image clean
 
 all: build
 
@@ -45,6 +46,10 @@ interop:
 
 bench: build
 	$(GO) run ./e2e/cmd/bench -bin $(BIN) $(BENCHFLAGS)
+
+bench-mqtt: build
+	bash scripts/ensure-apt-packages.sh mosquitto
+	$(GO) run ./e2e/cmd/mqttbench -bin $(BIN) $(MQTTBENCHFLAGS)
 
 PROTO_FILES := $(wildcard proto/plantsync/v1/*.proto)
 # The host <-> connector plugin protocol (plugins/sdk); imports plantsync/v1.
