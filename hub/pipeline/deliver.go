@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -35,7 +36,7 @@ func (p *Pipeline) deliverBuiltin(ctx context.Context, d Destination) {
 			return
 		}
 		changed := p.outbox.Changed(d.Name)
-		es, err := p.outbox.Pending(d.Name, after, 500)
+		es, err := p.outbox.PendingSnapshots(d.Name, after, 500)
 		if err == nil && len(es) == 0 && after > 0 && p.outbox.Depth(d.Name) > 0 {
 			// An entry behind the read position became pending again
 			// (a replayed delivery exception): rescan from the start.
@@ -58,8 +59,13 @@ func (p *Pipeline) deliverBuiltin(ctx context.Context, d Destination) {
 			after = es[len(es)-1].Seq
 			p.m.delivered.WithLabelValues(d.Name).Add(float64(len(es)))
 			if d.Type == "log" {
-				for _, e := range es {
+				debug := log.Enabled(ctx, slog.LevelDebug)
+				for i := range es {
+					e := &es[i]
 					counts[e.Action]++
+					if !debug {
+						continue
+					}
 					log.Debug("delivered to log destination", "action", e.Action, "ordering_key", e.OrderingKey,
 						"idempotency_key", e.IdempotencyKey, "correlation_id", e.Lineage.CorrelationID, "document", string(e.Document))
 				}
@@ -82,17 +88,21 @@ func (p *Pipeline) deliverBuiltin(ctx context.Context, d Destination) {
 // summaryEvery is how often the log destination logs its summary.
 const summaryEvery = time.Minute
 
-func (p *Pipeline) deliverBatch(d Destination, es []outbox.Entry) error {
+// deliverBatch completes entries read with PendingSnapshots, which spares
+// decoding each entry a second time when it is rewritten.
+func (p *Pipeline) deliverBatch(d Destination, es []outbox.Snapshot) error {
 	now := p.now()
 	outcomes := make([]outbox.Outcome, len(es))
-	for i, e := range es {
-		outcomes[i] = outbox.Outcome{Seq: e.Seq, State: outbox.StateDelivered, ExternalRef: "log", Attempts: 1, At: now}
+	for i := range es {
+		outcomes[i] = outbox.Outcome{Seq: es[i].Seq, State: outbox.StateDelivered, ExternalRef: "log", Attempts: 1, At: now}
 	}
 	if d.Type != "alerts" {
-		return p.outbox.Complete(d.Name, outcomes)
+		return p.db.Update(func(tx *bolt.Tx) error {
+			return p.outbox.CompleteSnapshotsTx(tx, d.Name, es, outcomes, nil)
+		})
 	}
 	return p.db.Update(func(tx *bolt.Tx) error {
-		return p.outbox.CompleteTx(tx, d.Name, outcomes, func(e *outbox.Entry) error {
+		return p.outbox.CompleteSnapshotsTx(tx, d.Name, es, outcomes, func(e *outbox.Entry) error {
 			a, err := p.alerts.RaiseTx(tx, e.Document, e.IdempotencyKey, now)
 			if err != nil {
 				// A document the alerts store cannot read is parked for

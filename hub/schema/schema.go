@@ -201,7 +201,8 @@ func (r *Registry) Validate(ev *pb.Event) (*Type, error) {
 func checkFields(m protoreflect.Message, fields []Field, prefix string, version uint32, vs []Violation) []Violation {
 	for i := range fields {
 		f := &fields[i]
-		path := prefix + f.Name
+		// The path is only made for a violation or a nested field: the
+		// concatenation would cost an allocation per field and event.
 		required := f.Required && version >= max(f.Since, 1)
 		if f.Kind == Oneof {
 			set := 0
@@ -216,7 +217,7 @@ func checkFields(m protoreflect.Message, fields []Field, prefix string, version 
 				}
 			}
 			if set == 0 && required {
-				vs = append(vs, Violation{path, "missing; set one of " + names(f.Fields)})
+				vs = append(vs, Violation{prefix + f.Name, "missing; set one of " + names(f.Fields)})
 			}
 			continue
 		}
@@ -227,9 +228,9 @@ func checkFields(m protoreflect.Message, fields []Field, prefix string, version 
 		if !m.Has(fd) {
 			switch {
 			case f.Kind == List && f.MinItems > 0 && version >= max(f.Since, 1):
-				vs = append(vs, Violation{path, fmt.Sprintf("has 0 entries; want at least %d", f.MinItems)})
+				vs = append(vs, Violation{prefix + f.Name, fmt.Sprintf("has 0 entries; want at least %d", f.MinItems)})
 			case required:
-				vs = append(vs, Violation{path, "missing"})
+				vs = append(vs, Violation{prefix + f.Name, "missing"})
 			}
 			continue
 		}
@@ -237,22 +238,23 @@ func checkFields(m protoreflect.Message, fields []Field, prefix string, version 
 		switch f.Kind {
 		case String:
 			if required && strings.TrimSpace(v.String()) == "" {
-				vs = append(vs, Violation{path, "blank"})
+				vs = append(vs, Violation{prefix + f.Name, "blank"})
 			}
 		case Decimal:
 			if err := checkDecimal(v.String()); err != "" {
-				vs = append(vs, Violation{path, err})
+				vs = append(vs, Violation{prefix + f.Name, err})
 			}
 		case Quantity:
-			vs = checkQuantity(v.Message(), path, vs)
+			vs = checkQuantity(v.Message(), prefix, f.Name, vs)
 		case Timestamp:
 			if err := checkTimestamp(v.Message().Interface()); err != "" {
-				vs = append(vs, Violation{path, err})
+				vs = append(vs, Violation{prefix + f.Name, err})
 			}
 		case Message:
-			vs = checkFields(v.Message(), f.Fields, path+".", version, vs)
+			vs = checkFields(v.Message(), f.Fields, prefix+f.Name+".", version, vs)
 		case List:
 			l := v.List()
+			path := prefix + f.Name
 			if l.Len() < f.MinItems {
 				vs = append(vs, Violation{path, fmt.Sprintf("has %d entries; want at least %d", l.Len(), f.MinItems)})
 			}
@@ -273,27 +275,37 @@ func names(fs []Field) string {
 }
 
 func checkDecimal(s string) string {
-	if s == "" {
-		return "blank; want a decimal string such as \"12.5\""
-	}
-	if _, err := decimal.Parse(s); err != nil {
-		return fmt.Sprintf("%q is not a decimal string; want e.g. \"12.5\" (no exponent, no thousands separator)", s)
-	}
-	return ""
+	_, problem := parseDecimal(s)
+	return problem
 }
 
-func checkQuantity(q protoreflect.Message, path string, vs []Violation) []Violation {
+// parseDecimal parses a decimal string field; problem says what is wrong
+// with it.
+func parseDecimal(s string) (d decimal.Decimal, problem string) {
+	if s == "" {
+		return d, "blank; want a decimal string such as \"12.5\""
+	}
+	d, err := decimal.Parse(s)
+	if err != nil {
+		return d, fmt.Sprintf("%q is not a decimal string; want e.g. \"12.5\" (no exponent, no thousands separator)", s)
+	}
+	return d, ""
+}
+
+// checkQuantity checks the quantity at prefix+name; the path is only made
+// for a violation.
+func checkQuantity(q protoreflect.Message, prefix, name string, vs []Violation) []Violation {
 	qq, ok := q.Interface().(*pb.Quantity)
 	if !ok {
-		return append(vs, Violation{path, "not a quantity"})
+		return append(vs, Violation{prefix + name, "not a quantity"})
 	}
-	if err := checkDecimal(qq.GetValue()); err != "" {
-		vs = append(vs, Violation{path + ".value", err})
-	} else if d, _ := decimal.Parse(qq.GetValue()); d.Sign() < 0 {
-		vs = append(vs, Violation{path + ".value", fmt.Sprintf("%q is negative; quantities are amounts, direction comes from the event type", qq.GetValue())})
+	if d, err := parseDecimal(qq.GetValue()); err != "" {
+		vs = append(vs, Violation{prefix + name + ".value", err})
+	} else if d.Sign() < 0 {
+		vs = append(vs, Violation{prefix + name + ".value", fmt.Sprintf("%q is negative; quantities are amounts, direction comes from the event type", qq.GetValue())})
 	}
 	if strings.TrimSpace(qq.GetUnit()) == "" {
-		vs = append(vs, Violation{path + ".unit", "blank; want the unit code, e.g. EA or KG"})
+		vs = append(vs, Violation{prefix + name + ".unit", "blank; want the unit code, e.g. EA or KG"})
 	}
 	return vs
 }
