@@ -67,6 +67,8 @@ type options struct {
 	keep      bool
 	profile   string
 	hubProf   string
+	hubNice   int
+	pauseHub  bool
 }
 
 func main() { os.Exit(run()) }
@@ -79,6 +81,8 @@ func run() int {
 	flag.StringVar(&o.bin, "bin", "", "folder with plantsync-agent and plantsync-hub (default: build them into the temp folder)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temp folder (configs, logs)")
 	flag.StringVar(&o.profile, "cpuprofile", "", "write a CPU profile of the agent of the first mosquitto run here (plantsync-agent run -cpuprofile)")
+	flag.IntVar(&o.hubNice, "hubnice", 0, "run the hub at this nice level (1-19): on a shared machine it then yields the CPU to broker and agent, as a hub on its own machine would; the report says so")
+	flag.BoolVar(&o.pauseHub, "pausehub", false, "diagnostic: SIGSTOP the hub during the flooded phase (the uplink stalls, the agent stores and forwards): the agent's own capacity on a machine it does not share with a hub; not the issue's set-up, and the report says so")
 	flag.StringVar(&o.hubProf, "hubprofile", "", "write a CPU profile of the hub of the first mosquitto run here")
 	flag.Parse()
 	b, err := newBench(o)
@@ -431,6 +435,11 @@ func (b *bench) runAgent(br *broker, run int, pace float64) (phase, error) {
 	if br.proc != nil {
 		broker0 = br.proc.cpu()
 	}
+	if b.o.pauseHub {
+		if err := hub.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+			return phase{}, err
+		}
+	}
 	pubErr := make(chan error, 1)
 	var start time.Time
 	var startMu sync.Mutex
@@ -446,6 +455,11 @@ func (b *bench) runAgent(br *broker, run int, pace float64) (phase, error) {
 		return phase{}, err
 	}
 	cpu := ag.cpu() - cpu0
+	if b.o.pauseHub {
+		if err := hub.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+			return phase{}, err
+		}
+	}
 	hubCPU, benchCPU := hub.cpu()-hub0, selfCPU()-self0
 	var brokerCPU time.Duration
 	if br.proc != nil {
@@ -546,7 +560,12 @@ func (b *bench) startHub(dir, grpcAddr, httpAddr, profile string) (*proc, error)
 	if profile != "" {
 		args = append(args, "-cpuprofile", profile)
 	}
-	return b.start("hub", filepath.Join(dir, "hub.log"), b.hub, args...)
+	bin := b.hub
+	if b.o.hubNice > 0 {
+		args = append([]string{"-n", strconv.Itoa(b.o.hubNice), bin}, args...)
+		bin = "nice"
+	}
+	return b.start("hub", filepath.Join(dir, "hub.log"), bin, args...)
 }
 
 func (b *bench) startAgent(dir, hubAddr, admin, brokerAddr string, run int, profile string) (*proc, error) {
@@ -875,8 +894,15 @@ func (b *bench) report(w io.Writer, r *results) {
 		}
 		return "MISS"
 	}
-	fmt.Fprintf(w, "\nMQTT source, QoS 1, one connection, %d-byte JSON, ack after the buffer commit, uplink to a hub; %d messages per run, median of %d runs, %d CPUs\n\n",
+	fmt.Fprintf(w, "\nMQTT source, QoS 1, one connection, %d-byte JSON, ack after the buffer commit, uplink to a hub; %d messages per run, median of %d runs, %d CPUs\n",
 		payloadBytes, b.o.n, b.o.runs, runtime.NumCPU())
+	if b.o.pauseHub {
+		fmt.Fprintln(w, "DIAGNOSTIC (-pausehub): the hub was stopped (SIGSTOP) during the flooded phase; the uplink stalled and the agent stored and forwarded. Not the benchmark's set-up: its verdicts do not count")
+	}
+	if b.o.hubNice > 0 {
+		fmt.Fprintf(w, "the hub ran at nice %d: it yields the CPU to broker, publisher and agent and catches up after\n", b.o.hubNice)
+	}
+	fmt.Fprintln(w)
 	for _, name := range r.brokers {
 		c, a := r.ceiling[name], r.agent[name]
 		ceil := field(c, func(p phase) float64 { return p.rate })
