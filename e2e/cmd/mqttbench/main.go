@@ -233,6 +233,8 @@ type phase struct {
 	// light: at 0.4x the ceiling (half the target rate), where the
 	// machine is not saturated: the ack latency of the commits alone
 	lightRate, lightP50, lightP99 float64
+	// commitP50/P99: the buffer's group commits in the light phase
+	commitP50, commitP99 float64
 }
 
 type results struct {
@@ -514,6 +516,8 @@ func (b *bench) runAgent(br *broker, run int, pace float64) (phase, error) {
 			ph.pacedRate, ph.pacedP50, ph.pacedP99 = rate, p50, p99
 		} else {
 			ph.lightRate, ph.lightP50, ph.lightP99 = rate, p50, p99
+			c := cur.histogram("plantsync_agent_buffer_commit_seconds", prev)
+			ph.commitP50, ph.commitP99 = c.quantile(0.5), c.quantile(0.99)
 		}
 		prev = cur
 	}
@@ -922,6 +926,8 @@ func (b *bench) report(w io.Writer, r *results) {
 		fmt.Fprintf(w, "  agent ack latency at 0.4x ceiling p50 %.1f ms, p99 %.1f ms at %s msg/s (machine not saturated)\n",
 			field(a, func(p phase) float64 { return p.lightP50 })*1000, field(a, func(p phase) float64 { return p.lightP99 })*1000,
 			thousands(field(a, func(p phase) float64 { return p.lightRate })))
+		fmt.Fprintf(w, "    its buffer group commits        p50 %.1f ms, p99 %.1f ms\n",
+			field(a, func(p phase) float64 { return p.commitP50 })*1000, field(a, func(p phase) float64 { return p.commitP99 })*1000)
 		fmt.Fprintf(w, "  agent CPU                         %.2f CPU-s per 100 000 messages (target <= 3)  %s\n", cpu, verdict(cpu <= 3))
 		fmt.Fprintf(w, "  hub had every message after      %.1f s\n", field(a, func(p phase) float64 { return p.hubAfter }))
 		fmt.Fprintf(w, "  CPU-s per 100k of the others     hub %.2f, broker %.2f, bench process %.2f (publisher; mochi too when it is the broker)\n",
