@@ -90,6 +90,8 @@ func decode(k, v []byte) (Entry, error) {
 	}
 	// segmentio's decoder reads what encoding/json reads at a fraction of
 	// its cost (FuzzDecodeEntry); encoding/json words the rare refusal.
+	// Unmarshal copies strings and raw messages (never ZeroCopy): v lives
+	// in bbolt's mmap only while its transaction is open.
 	if segjson.Unmarshal(v[1:], &e) != nil {
 		e = Entry{}
 		if err := json.Unmarshal(v[1:], &e); err != nil {

@@ -50,6 +50,27 @@ func TestDecodeRoundTrip(t *testing.T) {
 	}
 }
 
+// A decoded entry owns its bytes: the stored value is bbolt's mmap, valid
+// only inside the transaction that read it.
+func TestDecodeCopiesOutOfTheValue(t *testing.T) {
+	e := decodeSamples()[1]
+	v, err := Encode(&e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := decode(boltkv.U64(9), v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := got.Destination + "|" + got.IdempotencyKey + "|" + got.Lineage.EventID + "|" + string(got.Document)
+	for i := range v {
+		v[i] = 'z' // what a later transaction may write to the same page
+	}
+	if after := got.Destination + "|" + got.IdempotencyKey + "|" + got.Lineage.EventID + "|" + string(got.Document); after != want {
+		t.Fatalf("entry changed with the stored value: %q, was %q", after, want)
+	}
+}
+
 // segmentio's decoder, which decode uses first, reads what encoding/json
 // reads: the same entry, or a refusal (decode then asks encoding/json).
 func FuzzDecodeEntry(f *testing.F) {

@@ -84,7 +84,7 @@ func New(cfg *Config, env source.Env) (*Source, error) {
 	}
 	s := &Source{cfg: cfg, env: env, log: env.Logger, health: source.Health{State: source.StateStarting},
 		window: newRecentIDs(env.Name, cfg.ContentHashWindow), sp: newSparkplugState(env.Name),
-		lost: make(chan struct{}, 1), slots: make(chan struct{}, max(cfg.MaxInflight, 1))}
+		lost: make(chan struct{}, 1), slots: make(chan struct{}, cfg.MaxInflight)}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
