@@ -528,6 +528,21 @@ func TestRefusedEventsAreAckedAndKeptAsRejected(t *testing.T) {
 	if ids := journaledIDs(t, h.j); strings.Join(ids, ",") != "ok-1,ok-3,ok-5,ok-6" {
 		t.Fatalf("journaled %v, want ok-1,ok-3,ok-5,ok-6", ids)
 	}
+	// Ingest hands each journaled event on decoded, so the pipeline does
+	// not decode it again.
+	handed, err := h.j.ReadDecoded(0, 10)
+	if err != nil || len(handed) != 4 {
+		t.Fatalf("ReadDecoded: %d records, %v", len(handed), err)
+	}
+	for _, r := range handed {
+		var want pb.Event
+		if err := proto.Unmarshal(r.Event, &want); err != nil {
+			t.Fatal(err)
+		}
+		if r.Decoded == nil || !proto.Equal(r.Decoded, &want) {
+			t.Errorf("record %d (%s): handed-over event %v, want the decoded stored event", r.Position, r.EventID, r.Decoded)
+		}
+	}
 	rej, err := h.j.Rejected(0, 10)
 	if err != nil {
 		t.Fatal(err)

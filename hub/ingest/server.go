@@ -325,12 +325,13 @@ func (ss *session) batch(ctx context.Context, b *pb.Batch) error {
 		LastSequence: b.GetLastSequence(),
 		Events:       make([]journal.Incoming, 0, len(b.GetEvents())),
 	}
-	var ev pb.Event
 	var prev uint64
 	for i, raw := range b.GetEvents() {
-		ev.Reset()
+		// Each event is decoded into its own message: the journal hands it
+		// on to the pipeline, which then need not decode it again.
+		ev := &pb.Event{}
 		in := journal.Incoming{Raw: raw}
-		if err := proto.Unmarshal(raw, &ev); err != nil {
+		if err := proto.Unmarshal(raw, ev); err != nil {
 			// Sequence unknown: keep it with the reason, never stall.
 			in.Rejected = fmt.Sprintf("event %d of batch %d..%d does not decode: %v", i, b.GetFirstSequence(), b.GetLastSequence(), err)
 			jb.Events = append(jb.Events, in)
@@ -344,6 +345,9 @@ func (ss *session) batch(ctx context.Context, b *pb.Batch) error {
 			in.Rejected = "event has no id"
 		case ev.GetPlant() != ss.plant:
 			in.Rejected = fmt.Sprintf("plant %q is not the plant %q of agent %q's certificate", ev.GetPlant(), ss.plant, ss.id)
+		}
+		if in.Rejected == "" {
+			in.Decoded = ev
 		}
 		prev = in.Sequence
 		jb.Events = append(jb.Events, in)

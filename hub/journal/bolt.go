@@ -87,7 +87,16 @@ type Bolt struct {
 	mu     sync.Mutex
 	stats  Stats
 	notify chan struct{}
+	// tail holds the records of the latest commits, in position order, for
+	// ReadDecoded: the pipeline, close behind the commits, takes them with
+	// their decoded events instead of reading and decoding them again.
+	// At most tailMax records; what falls out is read from storage.
+	tail []Record
 }
+
+// tailMax bounds the records kept for ReadDecoded (a few pipeline batches;
+// a decoded event is about a kilobyte).
+const tailMax = 8192
 
 var _ Journal = (*Bolt)(nil)
 
@@ -283,10 +292,11 @@ func (j *Bolt) commitGroup(group []commitReq) {
 	outcomes := make([]Outcome, len(group))
 	var st Stats
 	var journaled int
+	now := j.opts.Now()
 	err := j.db.Update(func(tx *bolt.Tx) error {
 		journaled = 0
 		st = j.Stats()
-		w := writer{tx: tx, st: &st, now: j.opts.Now()}
+		w := writer{tx: tx, st: &st, now: now}
 		w.load()
 		for i, r := range group {
 			o, err := w.commit(r.batch)
@@ -312,6 +322,7 @@ func (j *Bolt) commitGroup(group []commitReq) {
 	st.Degraded = ""
 	j.stats = st
 	if journaled > 0 {
+		j.keepTail(group, outcomes, now)
 		close(j.notify)
 		j.notify = make(chan struct{})
 	}
@@ -524,6 +535,53 @@ func (j *Bolt) read(bucket []byte, after uint64, limit int) ([]Record, error) {
 		return nil
 	})
 	return out, err
+}
+
+// keepTail appends the group's journaled records to the tail. j.mu held.
+func (j *Bolt) keepTail(group []commitReq, outcomes []Outcome, now time.Time) {
+	received := timestamppb.New(now).AsTime() // as Read gives it back
+	for i, r := range group {
+		for k, res := range outcomes[i].Results {
+			if res.Status != StatusJournaled {
+				continue
+			}
+			in := &r.batch.Events[k]
+			j.tail = append(j.tail, Record{Position: res.Position, ReceivedAt: received, Producer: r.batch.Producer,
+				Epoch: r.batch.Epoch, EventID: in.ID, Event: in.Raw, Decoded: in.Decoded})
+		}
+	}
+	if n := len(j.tail); n > tailMax {
+		// Copy so the dropped records (and their events) can be collected.
+		j.tail = append([]Record(nil), j.tail[n-tailMax:]...)
+	}
+}
+
+// dropTail forgets tail records below first (pruned). j.mu held.
+func (j *Bolt) dropTail(first uint64) {
+	i := 0
+	for i < len(j.tail) && (first == 0 || j.tail[i].Position < first) {
+		i++
+	}
+	j.tail = j.tail[i:]
+}
+
+// ReadDecoded implements Journal.
+func (j *Bolt) ReadDecoded(after uint64, limit int) ([]Record, error) {
+	j.mu.Lock()
+	if len(j.tail) > 0 && j.tail[0].Position <= after+1 && after < j.tail[len(j.tail)-1].Position {
+		// Positions in the tail are consecutive.
+		from := int(after + 1 - j.tail[0].Position)
+		to := min(len(j.tail), from+limit)
+		out := make([]Record, to-from)
+		copy(out, j.tail[from:to])
+		// The records are handed over: nobody else gets their events, and
+		// the pipeline never reads behind itself.
+		j.tail = j.tail[to:]
+		j.mu.Unlock()
+		return out, nil
+	}
+	j.mu.Unlock()
+	return j.read(bucketJournal, after, limit)
 }
 
 // Agents implements Journal.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	pb "github.com/plantsync/plantsync/proto/plantsync/v1"
 )
 
 // ErrClosed is returned for commits after Close.
@@ -20,6 +22,11 @@ type Journal interface {
 	Resume(producer, epoch string) (uint64, error)
 	// Read returns journaled records with positions above after, in order.
 	Read(after uint64, limit int) ([]Record, error)
+	// ReadDecoded is Read for the one reader that processes every record
+	// (the pipeline): records still held in memory since their commit come
+	// with the producer's decoded event in Record.Decoded, which then
+	// belongs to the caller; the others come from storage with Decoded nil.
+	ReadDecoded(after uint64, limit int) ([]Record, error)
 	// Rejected returns refused events with ids above after, in order.
 	Rejected(after uint64, limit int) ([]Record, error)
 	// Agents lists what is known of every agent that ever sent.
@@ -57,6 +64,10 @@ type Incoming struct {
 	// Rejected, when set, keeps the event in the rejected store with this
 	// reason instead of journaling it.
 	Rejected string
+	// Decoded, when set, is Raw decoded by the producer, handed on to
+	// ReadDecoded so the pipeline does not decode Raw again. The journal
+	// never reads it; the producer must not touch it once queued.
+	Decoded *pb.Event
 }
 
 // Status of one incoming event.
@@ -106,6 +117,9 @@ type Record struct {
 	EventID    string
 	Event      []byte
 	Reason     string // rejected records only
+	// Decoded is Event decoded, set only by ReadDecoded and only for
+	// records handed over from memory; it belongs to the caller.
+	Decoded *pb.Event
 }
 
 // AgentState is the registry entry of one agent.

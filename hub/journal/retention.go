@@ -79,6 +79,9 @@ func (j *Bolt) pruneOnce() (n int, more bool, err error) {
 	j.mu.Lock()
 	// Commits run on the same goroutine, so nothing changed stats meanwhile.
 	j.stats = st
+	if n > 0 {
+		j.dropTail(st.FirstPosition)
+	}
 	j.mu.Unlock()
 	return n, more, nil
 }

@@ -378,7 +378,7 @@ func (p *Pipeline) prepare(ctx context.Context, out chan<- batch) {
 	size := p.opts.Config.batchSize()
 	for {
 		changed := p.journal.Changed()
-		recs, err := p.journal.Read(next, size)
+		recs, err := p.journal.ReadDecoded(next, size)
 		if err != nil {
 			p.log.Error("pipeline cannot read the journal; retrying", "error", err, "after", next)
 			select {

@@ -62,8 +62,8 @@ func (p *plan) process(rec journal.Record, set *crosswalk.Set, now time.Time, re
 		return res
 	}
 
-	ev := &pb.Event{}
-	if err := proto.Unmarshal(rec.Event, ev); err != nil {
+	ev, err := decodeEvent(rec)
+	if err != nil {
 		fails = append(fails, failure{kind: exceptions.KindUndecodable, reason: fmt.Sprintf("cannot decode the event (%d bytes): %v", len(rec.Event), err)})
 		res.corr = rec.EventID
 		return park()
@@ -145,6 +145,15 @@ func (p *plan) process(rec journal.Record, set *crosswalk.Set, now time.Time, re
 		return park()
 	}
 	return res
+}
+
+// decodeEvent decodes rec.Event, unless the journal handed it over decoded.
+func decodeEvent(rec journal.Record) (*pb.Event, error) {
+	if rec.Decoded != nil {
+		return rec.Decoded, nil
+	}
+	ev := &pb.Event{}
+	return ev, proto.Unmarshal(rec.Event, ev)
 }
 
 func mappingFailures(err error, step string) []failure {
