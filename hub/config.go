@@ -51,6 +51,9 @@ type HTTPAuth struct {
 type Storage struct {
 	Dir       string            `yaml:"dir"`
 	Retention journal.Retention `yaml:"retention"`
+	// OutboxRetention is how long delivered outbox entries are kept in
+	// pipeline.db (0: for ever); pruned every retention.interval.
+	OutboxRetention time.Duration `yaml:"outbox_retention"`
 	// CommitInterval groups commits of several agents into one fsync.
 	CommitInterval time.Duration `yaml:"commit_interval"`
 }
@@ -134,9 +137,10 @@ func NewDefaultConfig() Config {
 		GRPC: ingest.NewDefaultConfig(),
 		HTTP: HTTP{Listen: "127.0.0.1:8080"},
 		Storage: Storage{
-			Dir:            "/var/lib/plantsync-hub",
-			Retention:      journal.Retention{MaxAge: 30 * 24 * time.Hour, MaxBytes: 20 << 30, Interval: time.Minute},
-			CommitInterval: time.Millisecond,
+			Dir:             "/var/lib/plantsync-hub",
+			Retention:       journal.Retention{MaxAge: 30 * 24 * time.Hour, MaxBytes: 20 << 30, Interval: time.Minute},
+			OutboxRetention: 30 * 24 * time.Hour,
+			CommitInterval:  time.Millisecond,
 		},
 		Pipeline: pipeline.NewDefaultConfig(),
 		// The shipped workflows' destinations, as log destinations until
@@ -348,6 +352,9 @@ func (c *Config) Validate() []error {
 	}
 	if c.Storage.Retention.Interval <= 0 {
 		errs = append(errs, errors.New("storage.retention.interval: must be positive, e.g. 1m"))
+	}
+	if c.Storage.OutboxRetention < 0 {
+		errs = append(errs, errors.New("storage.outbox_retention: must not be negative (0 keeps delivered entries for ever), e.g. 720h"))
 	}
 	if c.Storage.CommitInterval < 0 || c.Storage.CommitInterval > time.Second {
 		errs = append(errs, fmt.Errorf("storage.commit_interval: %s; want 0 to 1s, e.g. 1ms", c.Storage.CommitInterval))

@@ -16,7 +16,10 @@ type metrics struct {
 	replays    *prometheus.CounterVec
 	commitSecs prometheus.Histogram
 	delivered  *prometheus.CounterVec
-	p          *Pipeline
+	// outboxPruned and tracePruned count what retention deleted.
+	outboxPruned *prometheus.CounterVec
+	tracePruned  prometheus.Counter
+	p            *Pipeline
 }
 
 func newMetrics(reg prometheus.Registerer, p *Pipeline) *metrics {
@@ -32,11 +35,15 @@ func newMetrics(reg prometheus.Registerer, p *Pipeline) *metrics {
 			Help: "Time to commit one batch (outbox entries, exceptions, cursor; one fsync).", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
 		delivered: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "plantsync_hub_builtin_delivered_total",
 			Help: "Entries delivered by the built-in destinations (log, alerts), by destination."}, []string{"destination"}),
+		outboxPruned: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "plantsync_hub_outbox_pruned_total",
+			Help: "Delivered outbox entries deleted by storage.outbox_retention since start, by destination."}, []string{"destination"}),
+		tracePruned: prometheus.NewCounter(prometheus.CounterOpts{Name: "plantsync_hub_trace_pruned_total",
+			Help: "Trace entries deleted since start because journal retention pruned their events."}),
 	}
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
-	reg.MustRegister(m.processed, m.exceptions, m.replays, m.commitSecs, m.delivered,
+	reg.MustRegister(m.processed, m.exceptions, m.replays, m.commitSecs, m.delivered, m.outboxPruned, m.tracePruned,
 		gauge("plantsync_hub_pipeline_cursor", "Last journal position the pipeline committed.", func() float64 { return float64(p.cursor.Load()) }),
 		gauge("plantsync_hub_pipeline_lag_events", "Journaled events the pipeline has not processed yet.", func() float64 { return float64(p.Status().Lag) }),
 		gauge("plantsync_hub_approvals_pending", "Actions held for approval.", func() float64 { return float64(p.approvals.PendingCount()) }),

@@ -48,6 +48,8 @@ type Options struct {
 	Destinations []Destination
 	Logger       *slog.Logger
 	Registerer   prometheus.Registerer
+	// Retention bounds the finished work the pipeline's file keeps.
+	Retention Retention
 	// Now is the clock (tests move it).
 	Now func() time.Time
 }
@@ -261,6 +263,13 @@ func (p *Pipeline) Start(ctx context.Context) error {
 			defer p.wg.Done()
 			p.run(ctx)
 		}()
+		if p.opts.Retention.Interval > 0 {
+			p.wg.Add(1)
+			go func() {
+				defer p.wg.Done()
+				p.pruneLoop(ctx)
+			}()
+		}
 		for _, d := range p.opts.Destinations {
 			switch d.Type {
 			case "log", "alerts":
