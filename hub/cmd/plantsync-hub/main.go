@@ -6,6 +6,7 @@
 //	plantsync-hub pki init -dir DIR [-hosts h1,h2] [-name NAME]
 //	plantsync-hub pki issue-agent -dir DIR -id ID -plant PLANT [-csr FILE] -out DIR
 //	plantsync-hub pki renew-hub -dir DIR [-hosts h1,h2]
+//	plantsync-hub token -subject WHO -role ROLE [-file TOKENS_FILE]
 //	plantsync-hub version
 package main
 
@@ -19,7 +20,10 @@ import (
 	"strings"
 	"time"
 
+	"gopkg.in/yaml.v3"
+
 	"github.com/plantsync/plantsync/hub"
+	"github.com/plantsync/plantsync/hub/auth"
 	"github.com/plantsync/plantsync/internal/buildinfo"
 	"github.com/plantsync/plantsync/internal/cli"
 	"github.com/plantsync/plantsync/internal/config"
@@ -35,6 +39,8 @@ const usage = `usage:
                                           issue an agent certificate (from the agent's CSR, or with a new key)
   plantsync-hub pki renew-hub -dir DIR [-hosts h1,h2]
                                           issue a new hub certificate from the existing CA
+  plantsync-hub token -subject WHO -role viewer|approver|admin [-file TOKENS_FILE]
+                                          make an API token and its tokens-file entry (printed, or added to the file)
   plantsync-hub version                   print version, commit and build date
 `
 
@@ -88,6 +94,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case "pki":
 		return runPKI(args[1:], stdout, stderr)
+	case "token":
+		return runToken(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, buildinfo.String("plantsync-hub"))
 		return 0
@@ -191,4 +199,58 @@ func runPKI(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "unknown pki command %q\n%s", args[0], usage)
 	return 2
+}
+
+// runToken makes a random API token and prints it with the entry to add to
+// the tokens file, which holds only the token's hash.
+func runToken(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("token", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	subject := fs.String("subject", "", "who holds the token, e.g. alice@plant.example (recorded in audit trails)")
+	role := fs.String("role", "viewer", "viewer, approver or admin")
+	file := fs.String("file", "", "add the entry to this tokens file (created 0600 when missing; its comments are not kept) instead of printing it")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	var problems []string
+	if strings.TrimSpace(*subject) == "" {
+		problems = append(problems, "-subject: required; who holds the token, e.g. alice@plant.example")
+	}
+	r, err := auth.ParseRole(*role)
+	if err != nil {
+		problems = append(problems, "-role: "+err.Error())
+	}
+	if len(problems) > 0 {
+		fmt.Fprintf(stderr, "token: %s\n", strings.Join(problems, "; "))
+		return 2
+	}
+	token, hash, err := auth.NewToken()
+	if err != nil {
+		fmt.Fprintf(stderr, "token: %v\n", err)
+		return 1
+	}
+	entry, err := yaml.Marshal([]auth.Entry{{Subject: *subject, Role: *role, SHA256: hash}})
+	if err != nil {
+		fmt.Fprintf(stderr, "token: %v\n", err)
+		return 1
+	}
+	shown := fmt.Sprintf("token (shown only now; hand it to %s over a secure channel):\n%s\n\n", *subject, token)
+	if *file != "" {
+		if err := auth.AppendToken(*file, *subject, r, hash); err != nil {
+			fmt.Fprintf(stderr, "token: -file: %v\n", err)
+			return 1
+		}
+		if err := auth.Check(*file); err != nil {
+			fmt.Fprintf(stderr, "token: the entry was added to %s, but the file does not validate, so the hub keeps its previous tokens; fix the file: %v\n", *file, err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "%sadded to %s; the hub reads it within two seconds\n", shown, *file)
+		return 0
+	}
+	fmt.Fprint(stdout, shown)
+	fmt.Fprintf(stdout, "add this entry under tokens: in the tokens file (http.auth.tokens_file); the hub reads it within two seconds:\n")
+	for _, line := range strings.Split(strings.TrimRight(string(entry), "\n"), "\n") {
+		fmt.Fprintf(stdout, "  %s\n", line)
+	}
+	return 0
 }
