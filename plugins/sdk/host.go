@@ -65,6 +65,13 @@ type HostConfig struct {
 	// first restart after a crash is immediate.
 	RestartBackoff    time.Duration
 	RestartBackoffMax time.Duration
+	// HangAfter consecutive calls that ran out of time make the host ask
+	// the plugin's Health with HealthTimeout (defaults 3, 5s): a process
+	// that does not answer that either is wedged, and is killed and
+	// restarted. One that answers is only waiting on a slow target and
+	// keeps running.
+	HangAfter     int
+	HealthTimeout time.Duration
 }
 
 // HostStatus is what a status page shows of a plugin.
@@ -88,6 +95,11 @@ type instance struct {
 	src     *sourceClient
 	pid     int
 	started time.Time
+
+	// timeouts counts consecutive calls that ran out of time; probing is
+	// set while a health probe runs (guarded by host.mu).
+	timeouts int
+	probing  bool
 }
 
 type host struct {
@@ -133,6 +145,12 @@ func newHost(kind string, cfg HostConfig) (*host, error) {
 	}
 	if cfg.RestartBackoffMax < cfg.RestartBackoff {
 		cfg.RestartBackoffMax = max(30*time.Second, cfg.RestartBackoff)
+	}
+	if cfg.HangAfter <= 0 {
+		cfg.HangAfter = 3
+	}
+	if cfg.HealthTimeout <= 0 {
+		cfg.HealthTimeout = 5 * time.Second
 	}
 	h := &host{cfg: cfg, kind: kind, sum: raw, metrics: cfg.Metrics,
 		log: cfg.Logger.With("plugin", cfg.Name), scrub: NewScrubber(cfg.Secrets...)}
@@ -352,8 +370,13 @@ func (h *host) failed(inst *instance, err error) bool {
 	return ok && st.Code() == codes.Unavailable
 }
 
-// drop forgets a dead instance so that the next call restarts the plugin.
+// drop forgets a dead (or wedged) instance so that the next call restarts
+// the plugin.
 func (h *host) drop(inst *instance, cause error) {
+	h.dropBecause(inst, cause, "plugin process died; restarting it")
+}
+
+func (h *host) dropBecause(inst *instance, cause error, msg string) {
 	h.mu.Lock()
 	if h.cur != inst {
 		h.mu.Unlock()
@@ -371,8 +394,64 @@ func (h *host) drop(inst *instance, cause error) {
 	h.mu.Unlock()
 	h.metrics.Up(h.cfg.Name, false)
 	h.metrics.Restarted(h.cfg.Name)
-	h.log.Warn("plugin process died; restarting it", "pid", inst.pid, "error", h.errText(cause), "restart_in", wait.Round(time.Millisecond))
+	h.log.Warn(msg, "pid", inst.pid, "error", h.errText(cause), "restart_in", wait.Round(time.Millisecond))
 	inst.client.Kill()
+}
+
+// timedOut reports whether a call ended because its own deadline passed
+// (not because the caller gave up).
+func timedOut(ctx context.Context, err error) bool {
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return false
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	st, ok := status.FromError(err)
+	return ok && st.Code() == codes.DeadlineExceeded
+}
+
+// noteCall counts consecutive timed-out calls of inst; at HangAfter it
+// starts one health probe.
+func (h *host) noteCall(ctx context.Context, inst *instance, err error) {
+	h.mu.Lock()
+	if !timedOut(ctx, err) {
+		inst.timeouts = 0
+		h.mu.Unlock()
+		return
+	}
+	inst.timeouts++
+	probe := inst.timeouts >= h.cfg.HangAfter && !inst.probing && h.cur == inst
+	if probe {
+		inst.probing = true
+	}
+	n := inst.timeouts
+	h.mu.Unlock()
+	if probe {
+		go h.probe(inst, n)
+	}
+}
+
+// probe asks a plugin whose calls keep timing out for its health; no
+// answer within HealthTimeout means the process is wedged.
+func (h *host) probe(inst *instance, timeouts int) {
+	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.HealthTimeout)
+	defer cancel()
+	var err error
+	if inst.dest != nil {
+		_, err = inst.dest.Health(ctx, HealthRequest{})
+	} else {
+		_, err = inst.src.Health(ctx, HealthRequest{})
+	}
+	h.mu.Lock()
+	inst.probing = false
+	h.mu.Unlock()
+	if timedOut(ctx, err) || h.failed(inst, err) {
+		h.dropBecause(inst, fmt.Errorf("%d calls in a row ran out of time and a health check got no answer within %s", timeouts, h.cfg.HealthTimeout),
+			"plugin process stopped answering; killing and restarting it")
+		return
+	}
+	h.log.Warn("plugin calls keep running out of time, but the plugin answers its health check: its target is slow", "timeouts", timeouts)
 }
 
 // call runs fn against the running instance and classifies the result.
@@ -384,6 +463,7 @@ func (h *host) call(ctx context.Context, method string, fn func(*instance) (resu
 		return err
 	}
 	result, err := fn(inst)
+	h.noteCall(ctx, inst, err)
 	switch {
 	case err == nil:
 	case h.failed(inst, err):
