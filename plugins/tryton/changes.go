@@ -35,10 +35,84 @@ type changeCursor struct {
 	Shipment streamPos `json:"s"`
 }
 
+// streamPos is where one stream goes on, and what it has reported lately.
+//
+// On PostgreSQL Tryton dates write_date at the start of the writing
+// transaction, so a transaction that runs long commits records dated
+// before records another one committed, and already read, meanwhile.
+// Reading strictly after the last record would skip them for good. So once
+// a stream has caught up it goes back the settle window (changes_settle)
+// before the newest write_date it read, and reads that stretch again,
+// reporting only the records it has not reported yet (Seen).
 type streamPos struct {
 	// At is write_date in UTC, RFC 3339 with microseconds; "" from the start.
 	At string `json:"t,omitempty"`
 	ID int    `json:"id,omitempty"`
+	// Front is the newest write_date read (Unix microseconds).
+	Front int64 `json:"f,omitempty"`
+	// Seen are the records reported whose write_date is within the settle
+	// window before Front: [id, write_date in Unix microseconds].
+	Seen [][2]int64 `json:"s,omitempty"`
+}
+
+// maxSeen bounds the records a cursor remembers per stream. Beyond it the
+// oldest are forgotten: read again, they are reported again, and the hub's
+// dedup drops them.
+const maxSeen = 2000
+
+// rowKey is what a cursor needs of a record read.
+type rowKey struct {
+	ID int
+	At time.Time
+}
+
+// read moves the position over rows (one page of at most limit, in
+// (write_date, id) order) and reports which of them to report: those not
+// reported before. more is set when the page was full. A stream that has
+// caught up goes back the settle window (0: never).
+func (p *streamPos) read(rows []rowKey, limit int, settle time.Duration) (report []bool, more bool) {
+	seen := make(map[int]int64, len(p.Seen))
+	for _, s := range p.Seen {
+		seen[int(s[0])] = s[1]
+	}
+	report = make([]bool, len(rows))
+	for i, r := range rows {
+		at := r.At.UnixMicro()
+		_, done := seen[r.ID]
+		report[i] = !done
+		if settle > 0 {
+			seen[r.ID] = at
+		}
+		p.At, p.ID = r.At.UTC().Format(time.RFC3339Nano), r.ID
+		p.Front = max(p.Front, at)
+	}
+	more = len(rows) == limit
+	p.Seen = p.Seen[:0]
+	if settle <= 0 {
+		p.Seen = nil
+		return report, more
+	}
+	from := p.Front - settle.Microseconds()
+	for id, at := range seen {
+		if at >= from {
+			p.Seen = append(p.Seen, [2]int64{int64(id), at})
+		}
+	}
+	// Oldest first, so that the cap forgets the oldest; stable encoding.
+	sort.Slice(p.Seen, func(i, j int) bool {
+		a, b := p.Seen[i], p.Seen[j]
+		return a[1] < b[1] || a[1] == b[1] && a[0] < b[0]
+	})
+	if n := len(p.Seen); n > maxSeen {
+		p.Seen = p.Seen[n-maxSeen:]
+	}
+	if len(p.Seen) == 0 {
+		p.Seen = nil
+	}
+	if !more && p.Front > 0 {
+		p.At, p.ID = time.UnixMicro(from).UTC().Format(time.RFC3339Nano), 0
+	}
+	return report, more
 }
 
 func decodeCursor(s string) (changeCursor, error) {
@@ -267,8 +341,14 @@ func (c *Connector) purchaseChanges(ctx context.Context, cfg Config, pos *stream
 		[]string{"id", "number", "reference", "description", "state", "write_date", "party.name", "party.code", "warehouse.code"}, c.ctx()}, &rows); err != nil {
 		return nil, false, err
 	}
+	keys := make([]rowKey, len(rows))
+	for i, r := range rows {
+		keys[i] = rowKey{ID: r.ID, At: r.WriteDate.time()}
+	}
+	report, more := pos.read(keys, limit, cfg.ChangesSettle.D())
+	rows = keep(rows, report)
 	if len(rows) == 0 {
-		return nil, false, nil
+		return nil, more, nil
 	}
 	ids := make([]any, len(rows))
 	for i, r := range rows {
@@ -290,7 +370,6 @@ func (c *Connector) purchaseChanges(ctx context.Context, cfg Config, pos *stream
 	}
 	var out []sdk.Change
 	for _, r := range rows {
-		*pos = posOf(r.WriteDate, r.ID)
 		if ownMarked(r.Reference, r.Description) {
 			continue
 		}
@@ -310,7 +389,18 @@ func (c *Connector) purchaseChanges(ctx context.Context, cfg Config, pos *stream
 		out = append(out, sdk.Change{ID: doc.Document + ":approved", Kind: KindPOApproved, ExternalRef: doc.Document,
 			ChangedAt: r.WriteDate.time(), Document: raw})
 	}
-	return out, len(rows) == limit, nil
+	return out, more, nil
+}
+
+// keep returns the rows whose report flag is set, in order.
+func keep[T any](rows []T, report []bool) []T {
+	out := rows[:0]
+	for i, r := range rows {
+		if report[i] {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // requisition is what a plantsync purchase request tells about a purchase.
@@ -384,8 +474,14 @@ func (c *Connector) shipmentChanges(ctx context.Context, cfg Config, pos *stream
 		[]string{"id", "number", "reference", "state", "write_date", "supplier.name", "supplier.code", "warehouse.code"}, c.ctx()}, &rows); err != nil {
 		return nil, false, err
 	}
+	keys := make([]rowKey, len(rows))
+	for i, r := range rows {
+		keys[i] = rowKey{ID: r.ID, At: r.WriteDate.time()}
+	}
+	report, more := pos.read(keys, limit, cfg.ChangesSettle.D())
+	rows = keep(rows, report)
 	if len(rows) == 0 {
-		return nil, false, nil
+		return nil, more, nil
 	}
 	refs := make([]any, len(rows))
 	for i, r := range rows {
@@ -444,7 +540,6 @@ func (c *Connector) shipmentChanges(ctx context.Context, cfg Config, pos *stream
 	}
 	var out []sdk.Change
 	for _, r := range rows {
-		*pos = posOf(r.WriteDate, r.ID)
 		if ownMarked(r.Reference) {
 			continue
 		}
@@ -476,7 +571,7 @@ func (c *Connector) shipmentChanges(ctx context.Context, cfg Config, pos *stream
 		out = append(out, sdk.Change{ID: doc.Document + ":done", Kind: KindGoodsReceipt, ExternalRef: doc.Document,
 			ChangedAt: r.WriteDate.time(), Document: raw})
 	}
-	return out, len(rows) == limit, nil
+	return out, more, nil
 }
 
 // refID reads the id of a Tryton reference value "model,id" of model.

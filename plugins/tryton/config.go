@@ -38,12 +38,17 @@ type Config struct {
 	// InsecureSkipVerify disables certificate checks for an https URL:
 	// for a test server only.
 	InsecureSkipVerify bool `json:"insecure_skip_verify"`
+	// ChangesSettle is how far back change capture reads again after it
+	// caught up: on PostgreSQL a record's write_date is its transaction's
+	// start, so a long transaction can commit a record dated before ones
+	// already read. Records already reported are not reported again.
+	ChangesSettle sdk.Duration `json:"changes_settle"`
 }
 
 // NewDefaultConfig is the one place defaults are set.
 func NewDefaultConfig() Config {
 	return Config{User: "admin", Company: 1, Language: "en", Timeout: sdk.Duration(30 * time.Second),
-		DefaultWarehouse: "WH", QuantityRounding: "up"}
+		DefaultWarehouse: "WH", QuantityRounding: "up", ChangesSettle: sdk.Duration(10 * time.Minute)}
 }
 
 // defaultStatusMap maps common MES status words to Tryton states.
@@ -78,6 +83,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Timeout.D() <= 0 {
 		errs = append(errs, errors.New("timeout: must be positive, e.g. 30s"))
+	}
+	if c.ChangesSettle.D() < 0 {
+		errs = append(errs, errors.New("changes_settle: must not be negative; e.g. 10m, longer than the longest Tryton transaction (0: never read back)"))
 	}
 	switch c.QuantityRounding {
 	case "up", "half_up", "refuse":

@@ -109,6 +109,7 @@ func TestInvalidConfig(t *testing.T) {
 		{map[string]any{"url": "http://x", "database": "d", "password": "p", "quantity_rounding": "down"}, "quantity_rounding"},
 		{map[string]any{"url": "http://x", "database": "d", "password": "p", "status_map": map[string]any{"go": "flying"}}, "status_map.go"},
 		{map[string]any{"url": "http://x", "database": "d", "password": "p", "compnay": 1}, `unknown field "compnay"`},
+		{map[string]any{"url": "http://x", "database": "d", "password": "p", "changes_settle": "-1m"}, "changes_settle: must not be negative"},
 	} {
 		_, err := New(nil).Configure(context.Background(), sdk.ConfigureRequest{Name: "erp", Config: tc.cfg})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
