@@ -1,6 +1,7 @@
 package exceptions
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -160,6 +161,9 @@ func (f Filter) Match(e *Exception) bool {
 var (
 	bucketExceptions = []byte("exceptions")
 	bucketMeta       = []byte("exceptions_meta")
+	// bucketOpen indexes the open exceptions by id (empty values), so that
+	// listing them does not read every resolved one.
+	bucketOpen = []byte("exceptions_open")
 	keyNext          = []byte("next")
 	keyOpen          = []byte("open")
 )
@@ -187,13 +191,48 @@ func OpenBolt(db *pipedb.DB) (*Bolt, error) {
 			return err
 		}
 		b.open.Load(m)
-		return nil
+		if tx.Bucket(bucketOpen) == nil {
+			if err := buildOpenIndex(tx); err != nil {
+				return err
+			}
+		}
+		return pipedb.UpgradeFormat(tx, 2)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open exceptions: %w", err)
 	}
 	db.Register(b)
 	return b, nil
+}
+
+// buildOpenIndex indexes the open exceptions of a file written before the
+// index existed (format 1).
+func buildOpenIndex(tx *bolt.Tx) error {
+	idx, err := tx.CreateBucket(bucketOpen)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bucketExceptions).ForEach(func(k, v []byte) error {
+		var e struct {
+			State State `json:"state"`
+		}
+		if err := json.Unmarshal(v, &e); err != nil {
+			return fmt.Errorf("exception %d: %w", binary.BigEndian.Uint64(k), err)
+		}
+		if e.State != StateOpen {
+			return nil
+		}
+		return idx.Put(bytes.Clone(k), nil)
+	})
+}
+
+// index keeps e's entry in the open index in step with its state.
+func index(tx *bolt.Tx, e *Exception) error {
+	idx := tx.Bucket(bucketOpen)
+	if e.State == StateOpen {
+		return idx.Put(boltkv.U64(e.ID), nil)
+	}
+	return idx.Delete(boltkv.U64(e.ID))
 }
 
 // Committed implements pipedb.Hooks.
@@ -262,6 +301,9 @@ func (b *Bolt) put(tx *bolt.Tx, e *Exception) error {
 	if err != nil {
 		return err
 	}
+	if err := index(tx, e); err != nil {
+		return err
+	}
 	return tx.Bucket(bucketExceptions).Put(boltkv.U64(e.ID), v)
 }
 
@@ -307,16 +349,23 @@ func (b *Bolt) Get(id uint64) (*Exception, error) {
 	return e, err
 }
 
-// List returns matching exceptions, newest first. It scans, which is fine
-// for the thousands an operator works through; a filter that matches
-// little over a large store reads it all.
+// List returns matching exceptions, newest first. Open ones (the default)
+// are read through the open index; resolved ones, and all, by scanning from
+// the newest, so a filter that matches little over a large history reads
+// much of it.
 func (b *Bolt) List(f Filter) ([]*Exception, error) {
 	if f.Limit == 0 {
 		f.Limit = 100
 	}
 	var out []*Exception
 	err := b.db.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketExceptions).Cursor()
+		all := tx.Bucket(bucketExceptions)
+		c := all.Cursor()
+		value := func(k, v []byte) []byte { return v }
+		if f.State == "" || f.State == string(StateOpen) {
+			c = tx.Bucket(bucketOpen).Cursor()
+			value = func(k, _ []byte) []byte { return all.Get(k) }
+		}
 		var k, v []byte
 		if f.Before > 0 {
 			c.Seek(boltkv.U64(f.Before))
@@ -326,7 +375,11 @@ func (b *Bolt) List(f Filter) ([]*Exception, error) {
 		}
 		for ; k != nil && len(out) < f.Limit; k, v = c.Prev() {
 			var e Exception
-			if err := json.Unmarshal(v, &e); err != nil {
+			raw := value(k, v)
+			if raw == nil {
+				return fmt.Errorf("exception %d is indexed as open but not stored: pipeline.db is damaged", binary.BigEndian.Uint64(k))
+			}
+			if err := json.Unmarshal(raw, &e); err != nil {
 				return fmt.Errorf("exception %d: %w", binary.BigEndian.Uint64(k), err)
 			}
 			if f.Match(&e) {

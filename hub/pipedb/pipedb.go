@@ -18,8 +18,9 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// FormatVersion of the file.
-const FormatVersion = 1
+// FormatVersion of the file. 2 added the open-exceptions index
+// (hub/exceptions builds it when it opens a format 1 file).
+const FormatVersion = 2
 
 // ErrCorrupt marks a file that failed its checks on open.
 var ErrCorrupt = errors.New("pipeline store is corrupt")
@@ -112,3 +113,19 @@ func (d *DB) Update(fn func(tx *bolt.Tx) error) error {
 
 // Meta is the bucket for small values of the pipeline itself (the cursor).
 func Meta(tx *bolt.Tx) *bolt.Bucket { return tx.Bucket(bucketMeta) }
+
+// Format is the file's format version.
+func Format(tx *bolt.Tx) int {
+	n, _ := strconv.Atoi(string(Meta(tx).Get(keyFormat)))
+	return n
+}
+
+// UpgradeFormat records that the file now has format n. A package that
+// migrates the file calls it in the migrating transaction, so that a hub
+// too old to keep the migrated data right refuses the file.
+func UpgradeFormat(tx *bolt.Tx, n int) error {
+	if Format(tx) >= n {
+		return nil
+	}
+	return Meta(tx).Put(keyFormat, []byte(strconv.Itoa(n)))
+}
