@@ -164,8 +164,8 @@ var (
 	// bucketOpen indexes the open exceptions by id (empty values), so that
 	// listing them does not read every resolved one.
 	bucketOpen = []byte("exceptions_open")
-	keyNext          = []byte("next")
-	keyOpen          = []byte("open")
+	keyNext    = []byte("next")
+	keyOpen    = []byte("open")
 )
 
 // Bolt stores exceptions in the pipeline's file.
