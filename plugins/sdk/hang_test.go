@@ -63,8 +63,9 @@ func TestWedgedPluginKilledAndRestarted(t *testing.T) {
 	}
 }
 
-// A plugin whose calls time out because its target is slow, but which
-// answers its health check, keeps running.
+// A plugin whose calls time out because its target is slow keeps running,
+// even when its own Health (which asks the target) does not answer either:
+// the liveness check is answered by the process, not the connector.
 func TestSlowTargetDoesNotRestartThePlugin(t *testing.T) {
 	path, sum := sdktest.SelfPlugin(t, "dest")
 	var logs syncBuffer
@@ -75,9 +76,9 @@ func TestSlowTargetDoesNotRestartThePlugin(t *testing.T) {
 	}
 	pid := d.Status().PID
 	for range 2 {
-		// "hang" blocks until the call's deadline: a target that is slow.
-		if err := deliverWithin(d, 200*time.Millisecond, "hang"); err == nil || errors.Is(err, sdk.ErrUnavailable) {
-			t.Fatalf("hanging deliver: %v, want a timeout", err)
+		// "slow" blocks until the call's deadline, and Health with it.
+		if err := deliverWithin(d, 200*time.Millisecond, "slow"); err == nil || errors.Is(err, sdk.ErrUnavailable) {
+			t.Fatalf("slow deliver: %v, want a timeout", err)
 		}
 	}
 	waitLog(t, &logs, "its target is slow")
@@ -89,5 +90,31 @@ func TestSlowTargetDoesNotRestartThePlugin(t *testing.T) {
 	}
 	if strings.Contains(logs.String(), "stopped answering") {
 		t.Errorf("a slow target restarted the plugin:\n%s", logs.String())
+	}
+}
+
+// Calls the caller cancels (a shutdown, a client gone) say nothing about
+// the plugin: they do not count towards HangAfter.
+func TestCancelledCallsDoNotCount(t *testing.T) {
+	path, sum := sdktest.SelfPlugin(t, "dest")
+	var logs syncBuffer
+	d := openDest(t, sdk.HostConfig{Name: "erp", Path: path, SHA256: sum, Config: map[string]any{"dir": t.TempDir()},
+		Logger: slog.New(slog.NewTextHandler(&logs, nil)), HangAfter: 1, HealthTimeout: time.Second})
+	for range 3 {
+		ctx, cancel := context.WithCancel(context.Background())
+		time.AfterFunc(50*time.Millisecond, cancel)
+		if _, err := d.Deliver(ctx, sdk.DeliverRequest{IdempotencyKey: "k", Action: "hang"}); err == nil {
+			t.Fatal("a cancelled deliver succeeded")
+		}
+	}
+	// A timed-out call starts the check at once (HangAfter 1): its log
+	// line shows that the check runs, and that the cancelled calls before
+	// did not start one.
+	if err := deliverWithin(d, 100*time.Millisecond, "hang"); err == nil {
+		t.Fatal("a hanging deliver succeeded")
+	}
+	waitLog(t, &logs, "its target is slow")
+	if n := strings.Count(logs.String(), "keep running out of time"); n != 1 {
+		t.Errorf("%d liveness checks, want 1 (cancelled calls do not count):\n%s", n, logs.String())
 	}
 }

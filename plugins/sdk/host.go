@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 )
 
@@ -65,11 +66,12 @@ type HostConfig struct {
 	// first restart after a crash is immediate.
 	RestartBackoff    time.Duration
 	RestartBackoffMax time.Duration
-	// HangAfter consecutive calls that ran out of time make the host ask
-	// the plugin's Health with HealthTimeout (defaults 3, 5s): a process
-	// that does not answer that either is wedged, and is killed and
-	// restarted. One that answers is only waiting on a slow target and
-	// keeps running.
+	// HangAfter consecutive calls that ran out of time make the host check
+	// that the plugin process still answers at all, with HealthTimeout
+	// (defaults 3, 5s). The check is go-plugin's gRPC health service,
+	// which the process answers without the connector, so a slow target
+	// never fails it: a process that does not answer it is wedged
+	// (stopped, starved, its runtime stuck) and is killed and restarted.
 	HangAfter     int
 	HealthTimeout time.Duration
 }
@@ -91,6 +93,7 @@ const stableAfter = time.Minute
 
 type instance struct {
 	client  *plugin.Client
+	conn    *grpc.ClientConn // for the liveness check
 	dest    *destinationClient
 	src     *sourceClient
 	pid     int
@@ -117,6 +120,7 @@ type host struct {
 	nextStart time.Time
 	lastErr   error
 	restarts  int
+	probes    sync.WaitGroup // running liveness checks
 	req       ConfigureRequest
 	info      ConfigureResponse
 	scrub     *Scrubber
@@ -323,6 +327,9 @@ func (h *host) start() (*instance, error) {
 		return nil, fmt.Errorf("start plugin %s: %w", h.cfg.Name, err)
 	}
 	inst := &instance{client: client, started: time.Now()}
+	if gc, ok := rpc.(*plugin.GRPCClient); ok {
+		inst.conn = gc.Conn
+	}
 	if rc := client.ReattachConfig(); rc != nil {
 		inst.pid = rc.Pid
 	}
@@ -398,21 +405,15 @@ func (h *host) dropBecause(inst *instance, cause error, msg string) {
 	inst.client.Kill()
 }
 
-// timedOut reports whether a call ended because its own deadline passed
-// (not because the caller gave up).
+// timedOut reports whether a call failed because its own deadline passed.
+// A call the caller cancelled, or an error the plugin answered with, does
+// not count: the process answered.
 func timedOut(ctx context.Context, err error) bool {
-	if errors.Is(ctx.Err(), context.Canceled) {
-		return false
-	}
-	if errors.Is(err, context.DeadlineExceeded) {
-		return true
-	}
-	st, ok := status.FromError(err)
-	return ok && st.Code() == codes.DeadlineExceeded
+	return err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded)
 }
 
 // noteCall counts consecutive timed-out calls of inst; at HangAfter it
-// starts one health probe.
+// starts one liveness check.
 func (h *host) noteCall(ctx context.Context, inst *instance, err error) {
 	h.mu.Lock()
 	if !timedOut(ctx, err) {
@@ -421,9 +422,10 @@ func (h *host) noteCall(ctx context.Context, inst *instance, err error) {
 		return
 	}
 	inst.timeouts++
-	probe := inst.timeouts >= h.cfg.HangAfter && !inst.probing && h.cur == inst
+	probe := inst.timeouts >= h.cfg.HangAfter && !inst.probing && h.cur == inst && !h.closed && inst.conn != nil
 	if probe {
 		inst.probing = true
+		h.probes.Add(1)
 	}
 	n := inst.timeouts
 	h.mu.Unlock()
@@ -432,26 +434,29 @@ func (h *host) noteCall(ctx context.Context, inst *instance, err error) {
 	}
 }
 
-// probe asks a plugin whose calls keep timing out for its health; no
-// answer within HealthTimeout means the process is wedged.
+// probe checks that a plugin whose calls keep timing out still answers
+// go-plugin's health service; no answer within HealthTimeout means the
+// process is wedged.
 func (h *host) probe(inst *instance, timeouts int) {
+	defer h.probes.Done()
 	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.HealthTimeout)
 	defer cancel()
-	var err error
-	if inst.dest != nil {
-		_, err = inst.dest.Health(ctx, HealthRequest{})
-	} else {
-		_, err = inst.src.Health(ctx, HealthRequest{})
-	}
+	_, err := grpc_health_v1.NewHealthClient(inst.conn).Check(ctx, &grpc_health_v1.HealthCheckRequest{Service: plugin.GRPCServiceName})
 	h.mu.Lock()
 	inst.probing = false
-	h.mu.Unlock()
-	if timedOut(ctx, err) || h.failed(inst, err) {
-		h.dropBecause(inst, fmt.Errorf("%d calls in a row ran out of time and a health check got no answer within %s", timeouts, h.cfg.HealthTimeout),
-			"plugin process stopped answering; killing and restarting it")
-		return
+	if err == nil {
+		inst.timeouts = 0 // alive: count afresh
 	}
-	h.log.Warn("plugin calls keep running out of time, but the plugin answers its health check: its target is slow", "timeouts", timeouts)
+	closed := h.closed
+	h.mu.Unlock()
+	switch {
+	case err == nil:
+		h.log.Warn("plugin calls keep running out of time, but the plugin process answers: its target is slow", "timeouts", timeouts)
+	case closed:
+	default:
+		h.dropBecause(inst, fmt.Errorf("%d calls in a row ran out of time and the process did not answer a liveness check within %s: %v", timeouts, h.cfg.HealthTimeout, err),
+			"plugin process stopped answering; killing and restarting it")
+	}
 }
 
 // call runs fn against the running instance and classifies the result.
@@ -524,6 +529,7 @@ func (h *host) close() error {
 		inst.client.Kill()
 		h.log.Info("plugin stopped", "pid", inst.pid)
 	}
+	h.probes.Wait() // each ends within HealthTimeout; the kill ends them sooner
 	h.metrics.Up(h.cfg.Name, false)
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -40,12 +41,15 @@ func TestMain(m *testing.M) {
 
 // testDest stores documents as files named by idempotency key in cfg.dir.
 // Action "hang" writes the process id to dir/pid and blocks, so that a
-// test can kill the process mid-Deliver; action "echo-password" answers
-// with its password in the message.
+// test can kill the process mid-Deliver; action "slow" blocks until the
+// call's deadline and makes Health do the same from then on (a target that
+// has become slow: connectors check their target in Health); action
+// "echo-password" answers with its password in the message.
 type testDest struct {
 	log      *slog.Logger
 	dir      string
 	password string
+	slow     atomic.Bool
 }
 
 type testDestConfig struct {
@@ -64,7 +68,7 @@ func (d *testDest) Configure(_ context.Context, req sdk.ConfigureRequest) (sdk.C
 	d.dir, d.password = cfg.Dir, cfg.Password
 	// A careless connector: logs its own password, in several forms.
 	d.log.Info("connecting to the target with password "+cfg.Password, "password", cfg.Password, "auth", map[string]string{"pw": cfg.Password})
-	return sdk.ConfigureResponse{Actions: []string{"store", "hang", "echo-password"}, Capabilities: []sdk.Capability{sdk.CapabilityLookup}, Version: "test"}, nil
+	return sdk.ConfigureResponse{Actions: []string{"store", "hang", "slow", "echo-password"}, Capabilities: []sdk.Capability{sdk.CapabilityLookup}, Version: "test"}, nil
 }
 
 func (d *testDest) Deliver(ctx context.Context, req sdk.DeliverRequest) (sdk.DeliverResponse, error) {
@@ -78,6 +82,10 @@ func (d *testDest) Deliver(ctx context.Context, req sdk.DeliverRequest) (sdk.Del
 		if err := os.WriteFile(filepath.Join(d.dir, "pid"), []byte(strconv.Itoa(os.Getpid())), 0o600); err != nil {
 			return sdk.DeliverResponse{}, err
 		}
+		<-ctx.Done()
+		return sdk.DeliverResponse{}, ctx.Err()
+	case "slow":
+		d.slow.Store(true)
 		<-ctx.Done()
 		return sdk.DeliverResponse{}, ctx.Err()
 	case "echo-password":
@@ -101,7 +109,11 @@ func (d *testDest) Changes(context.Context, sdk.ChangesRequest) (sdk.ChangesResp
 	return sdk.ChangesResponse{Changes: []sdk.Change{{ID: "c1", Kind: "k", ChangedAt: time.Unix(1700000000, 0).UTC()}}, NextCursor: "1"}, nil
 }
 
-func (d *testDest) Health(context.Context, sdk.HealthRequest) (sdk.HealthResponse, error) {
+func (d *testDest) Health(ctx context.Context, _ sdk.HealthRequest) (sdk.HealthResponse, error) {
+	if d.slow.Load() {
+		<-ctx.Done()
+		return sdk.HealthResponse{}, ctx.Err()
+	}
 	return sdk.HealthResponse{Healthy: true}, nil
 }
 
