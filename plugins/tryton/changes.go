@@ -53,6 +53,10 @@ type streamPos struct {
 	// Seen are the records reported whose write_date is within the settle
 	// window before Front: [id, write_date in Unix microseconds].
 	Seen [][2]int64 `json:"s,omitempty"`
+	// Waits is set once the stream has caught up while the other one still
+	// has pages: it reads again only at the next poll, so that a poll reads
+	// each settle window once.
+	Waits bool `json:"w,omitempty"`
 }
 
 // maxSeen bounds the records a cursor remembers per stream. Beyond it the
@@ -283,17 +287,25 @@ func (c *Connector) Changes(ctx context.Context, req sdk.ChangesRequest) (sdk.Ch
 		limit = 100
 	}
 	var out sdk.ChangesResponse
-	pch, pmore, err := c.purchaseChanges(ctx, cfg, &cur.Purchase, limit)
-	if err != nil {
-		return sdk.ChangesResponse{}, fmt.Errorf("purchases: %w", err)
+	var pch, sch []sdk.Change
+	var pmore, smore bool
+	if !cur.Purchase.Waits {
+		if pch, pmore, err = c.purchaseChanges(ctx, cfg, &cur.Purchase, limit); err != nil {
+			return sdk.ChangesResponse{}, fmt.Errorf("purchases: %w", err)
+		}
 	}
-	sch, smore, err := c.shipmentChanges(ctx, cfg, &cur.Shipment, limit)
-	if err != nil {
-		return sdk.ChangesResponse{}, fmt.Errorf("incoming shipments: %w", err)
+	if !cur.Shipment.Waits {
+		if sch, smore, err = c.shipmentChanges(ctx, cfg, &cur.Shipment, limit); err != nil {
+			return sdk.ChangesResponse{}, fmt.Errorf("incoming shipments: %w", err)
+		}
 	}
+	// A stream that caught up waits while the other pages on; when both
+	// have, the poll is over and both read at the next one.
+	more := pmore || smore
+	cur.Purchase.Waits, cur.Shipment.Waits = more && !pmore, more && !smore
 	out.Changes = append(pch, sch...)
 	sort.SliceStable(out.Changes, func(i, j int) bool { return out.Changes[i].ChangedAt.Before(out.Changes[j].ChangedAt) })
-	out.NextCursor, out.More = cur.encode(), pmore || smore
+	out.NextCursor, out.More = cur.encode(), more
 	return out, nil
 }
 

@@ -242,3 +242,56 @@ func TestInteropTrytonChangesReceiptAndRequisition(t *testing.T) {
 		t.Errorf("goods.receipt document = %+v", doc)
 	}
 }
+
+// pollCalls reads one poll (until More ends) and counts its calls.
+func pollCalls(t *testing.T, d *sdk.DestinationHost, cursor string, limit int) ([]sdk.Change, string, int) {
+	t.Helper()
+	var all []sdk.Change
+	for calls := 1; calls <= 100; calls++ {
+		res, err := d.Changes(ctx10(t), sdk.ChangesRequest{Cursor: cursor, Limit: limit})
+		if err != nil {
+			t.Fatalf("changes: %v", err)
+		}
+		all = append(all, res.Changes...)
+		cursor = res.NextCursor
+		if !res.More {
+			return all, cursor, calls
+		}
+	}
+	t.Fatal("changes: More never ended")
+	return nil, "", 0
+}
+
+// With both settle windows longer than a page (5 purchases: 3 pages of 2,
+// 3 shipments: 2 pages), every poll reads each window once: the stream
+// that catches up first waits for the other, and nothing is reported twice.
+func TestInteropTrytonChangesSettleWindowOncePerPoll(t *testing.T) {
+	s := startTryton(t, 0)
+	d := openPlugin(t, s)
+	b := buyer{t: t, s: s, ctx: map[string]any{"company": 1}}
+	var pos []int
+	for i := range 5 {
+		po, _ := b.purchase("200201", float64(i+1), fmt.Sprintf("BUYER-W%d", i))
+		b.confirm(po)
+		pos = append(pos, po)
+	}
+	for _, po := range pos[:3] {
+		b.receive(po)
+	}
+	changes, cursor, _ := pollCalls(t, d, "", 2)
+	if len(changes) != 8 {
+		t.Fatalf("first poll: %d changes, want 8 (5 po.approved, 3 goods.receipt): %+v", len(changes), changes)
+	}
+	for poll := 2; poll <= 3; poll++ {
+		again, next, calls := pollCalls(t, d, cursor, 2)
+		if len(again) != 0 {
+			t.Errorf("poll %d reported %d changes again: %+v", poll, len(again), again)
+		}
+		// Purchases take 3 pages, shipments 2: 3 calls, not the 6 of
+		// re-reading the shorter window while the longer one pages.
+		if calls != 3 {
+			t.Errorf("poll %d took %d calls, want 3", poll, calls)
+		}
+		cursor = next
+	}
+}

@@ -41,7 +41,8 @@ type Config struct {
 	// ChangesSettle is how far back change capture reads again after it
 	// caught up: on PostgreSQL a record's write_date is its transaction's
 	// start, so a long transaction can commit a record dated before ones
-	// already read. Records already reported are not reported again.
+	// already read. Records already reported are not reported again. Keep
+	// it above the longest transaction plus the capture's poll interval.
 	ChangesSettle sdk.Duration `json:"changes_settle"`
 }
 
