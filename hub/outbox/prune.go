@@ -11,14 +11,15 @@ import (
 	"github.com/plantsync/plantsync/internal/boltkv"
 )
 
-// PruneDelivered deletes up to limit delivered entries of dest created
-// before cutoff, oldest first. Pending and failed entries stay whatever
-// their age: they are still owed a delivery or a person's decision.
-// Entries are appended in time order, so the pass stops at the first entry
-// created at or after cutoff. Sequence numbers are never reused (the next
-// one is kept apart from the entries). more is set when limit cut the pass
-// short.
-func (b *Bolt) PruneDelivered(dest string, cutoff time.Time, limit int) (n int, more bool, err error) {
+// PruneDelivered deletes delivered entries of dest created before cutoff,
+// looking at up to limit entries after seq after, oldest first. Pending and
+// failed entries stay whatever their age: they are still owed a delivery or
+// a person's decision. Entries are appended in time order, so the scan ends
+// at the first entry created at or after cutoff. Sequence numbers are never
+// reused (the next one is kept apart from the entries). When limit cut the
+// scan short, more is set and next is where to go on from.
+func (b *Bolt) PruneDelivered(dest string, cutoff time.Time, after uint64, limit int) (n int, next uint64, more bool, err error) {
+	next = after
 	err = b.db.Update(func(tx *bolt.Tx) error {
 		db, err := b.destBucket(tx, dest)
 		if err != nil {
@@ -27,8 +28,9 @@ func (b *Bolt) PruneDelivered(dest string, cutoff time.Time, limit int) (n int, 
 		entries := db.Bucket(bucketEntries)
 		var doomed [][]byte
 		c := entries.Cursor()
-		for k, v := c.First(); k != nil; k, v = c.Next() {
-			if len(doomed) == limit {
+		scanned := 0
+		for k, v := c.Seek(boltkv.U64(after + 1)); k != nil; k, v = c.Next() {
+			if scanned == limit {
 				more = true
 				break
 			}
@@ -39,6 +41,8 @@ func (b *Bolt) PruneDelivered(dest string, cutoff time.Time, limit int) (n int, 
 			if !created.Before(cutoff) {
 				break
 			}
+			scanned++
+			next = boltkv.ToU64(k)
 			if stateOf(v[0]) == StateDelivered {
 				doomed = append(doomed, bytes.Clone(k))
 			}
@@ -52,9 +56,9 @@ func (b *Bolt) PruneDelivered(dest string, cutoff time.Time, limit int) (n int, 
 		return nil
 	})
 	if err != nil {
-		return 0, false, err
+		return 0, after, false, err
 	}
-	return n, more, nil
+	return n, next, more, nil
 }
 
 // createdAt reads only the creation time of a stored entry.

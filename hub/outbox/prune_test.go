@@ -34,14 +34,28 @@ func TestPruneDeliveredKeepsWhatIsStillOwed(t *testing.T) {
 	depth := b.Depth("erp")
 	cutoff := day.Add(5 * 24 * time.Hour) // entry 6 is at the cutoff: kept
 
-	// A limit of 2 prunes 1 and 4 and says there is more.
-	n, more, err := b.PruneDelivered("erp", cutoff, 2)
-	if err != nil || n != 2 || !more {
-		t.Fatalf("first pass: %d pruned, more %v, %v; want 2, true", n, more, err)
+	// Looking at 2 entries at a time: 1 (pruned) and 2 (failed, kept),
+	// then 3 (pending, kept) and 4, then 5; 6 is past the cutoff.
+	var total int
+	var after uint64
+	for i, want := range []struct {
+		n    int
+		next uint64
+		more bool
+	}{{1, 2, true}, {1, 4, true}, {1, 5, false}} {
+		n, next, more, err := b.PruneDelivered("erp", cutoff, after, 2)
+		if err != nil || n != want.n || next != want.next || more != want.more {
+			t.Fatalf("chunk %d: %d pruned, next %d, more %v, %v; want %+v", i+1, n, next, more, err, want)
+		}
+		total, after = total+n, next
 	}
-	n, more, err = b.PruneDelivered("erp", cutoff, 2)
-	if err != nil || n != 1 || more {
-		t.Fatalf("second pass: %d pruned, more %v, %v; want 1, false", n, more, err)
+	if total != 3 {
+		t.Fatalf("pruned %d, want 3", total)
+	}
+	// A new pass from the start looks at the kept entries again and finds
+	// nothing more to prune.
+	if n, _, more, err := b.PruneDelivered("erp", cutoff, 0, 10); err != nil || n != 0 || more {
+		t.Fatalf("second pass: %d pruned, more %v, %v", n, more, err)
 	}
 	left := rawEntries(t, db, "erp")
 	for seq, want := range map[uint64]bool{1: false, 2: true, 3: true, 4: false, 5: false, 6: true} {
@@ -60,7 +74,7 @@ func TestPruneDeliveredKeepsWhatIsStillOwed(t *testing.T) {
 	if _, ok := rawEntries(t, db, "erp")[7]; !ok {
 		t.Errorf("the next entry is not 7: %v", rawEntries(t, db, "erp"))
 	}
-	if _, _, err := b.PruneDelivered("nowhere", cutoff, 10); err == nil {
+	if _, _, _, err := b.PruneDelivered("nowhere", cutoff, 0, 10); err == nil {
 		t.Error("an unknown destination is not refused")
 	}
 }

@@ -111,8 +111,7 @@ func TestKilledMidStreamNeverSkipsOrDoubles(t *testing.T) {
 	}
 	defer j.Close()
 	e.journal = j
-	now := clockAt
-	e.clock = &now
+	e.clock = newClock(clockAt)
 	e.open(testConfig())
 	e.waitCursor(last)
 	seen := map[string]int{}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"google.golang.org/protobuf/encoding/protojson"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -45,21 +46,42 @@ func testConfig() Config {
 	return c
 }
 
+// testClock is a clock tests move while the pipeline reads it.
+type testClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newClock(t time.Time) *testClock { return &testClock{t: t} }
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *testClock) Add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
 type env struct {
 	t       testing.TB
 	dir     string
 	journal *journal.Bolt
 	p       *Pipeline
-	clock   *time.Time
+	clock   *testClock
 	seq     uint64
+	// retention is passed to the next open.
+	retention Retention
 }
 
 // newEnv opens a journal and a pipeline over it in a temp folder.
 func newEnv(t testing.TB, cfg Config) *env {
 	t.Helper()
 	e := &env{t: t, dir: t.TempDir()}
-	now := clockAt
-	e.clock = &now
+	e.clock = newClock(clockAt)
 	j, err := journal.OpenBolt(journal.BoltOptions{Path: filepath.Join(e.dir, "journal.db")})
 	if err != nil {
 		t.Fatal(err)
@@ -72,7 +94,8 @@ func newEnv(t testing.TB, cfg Config) *env {
 
 func (e *env) open(cfg Config) {
 	e.t.Helper()
-	p, err := New(Options{Config: cfg, Dir: e.dir, Journal: e.journal, Destinations: testDests(), Now: func() time.Time { return *e.clock }})
+	p, err := New(Options{Config: cfg, Dir: e.dir, Journal: e.journal, Destinations: testDests(), Now: e.clock.Now,
+		Retention: e.retention})
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -187,15 +187,15 @@ func TestDeliveryFailureReplay(t *testing.T) {
 // exception, never a silent gap.
 func TestJournalGapIsAnException(t *testing.T) {
 	dir := t.TempDir()
-	now := clockAt
-	j, err := journal.OpenBolt(journal.BoltOptions{Path: filepath.Join(dir, "journal.db"), Retention: journal.Retention{MaxAge: time.Hour}, Now: func() time.Time { return now }})
+	clock := newClock(clockAt)
+	j, err := journal.OpenBolt(journal.BoltOptions{Path: filepath.Join(dir, "journal.db"), Retention: journal.Retention{MaxAge: time.Hour}, Now: clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer j.Close()
-	e := &env{t: t, dir: dir, journal: j, clock: &now}
+	e := &env{t: t, dir: dir, journal: j, clock: clock}
 	e.journalEvents(completion("g-1", "PO-1", "P-4711", "1"), completion("g-2", "PO-1", "P-4711", "1"))
-	now = now.Add(2 * time.Hour)
+	clock.Add(2 * time.Hour)
 	if n, err := j.Prune(); err != nil || n != 2 {
 		t.Fatalf("prune: %d %v", n, err)
 	}

@@ -32,7 +32,7 @@ func (p *Pipeline) pruneLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if _, _, err := p.Prune(); err != nil {
+		if _, _, err := p.Prune(ctx); err != nil && ctx.Err() == nil {
 			p.log.Error("pruning the pipeline's file failed; retrying next pass", "error", err)
 		}
 	}
@@ -40,14 +40,25 @@ func (p *Pipeline) pruneLoop(ctx context.Context) {
 
 // Prune deletes delivered outbox entries older than Retention.Delivered,
 // and the trace entries of events journal retention has pruned, except
-// those that lead to an exception. It returns how many of each it deleted.
-func (p *Pipeline) Prune() (entries, traces int, err error) {
+// those that lead to an exception, an approval or an action queued behind
+// one. It works in short transactions and stops between them when ctx
+// ends. It returns how many of each it deleted.
+func (p *Pipeline) Prune(ctx context.Context) (entries, traces int, err error) {
+	defer func() {
+		if entries > 0 || traces > 0 {
+			p.log.Info("pruned the pipeline's file", "delivered_outbox_entries", entries, "trace_entries", traces)
+		}
+	}()
 	if p.opts.Retention.Delivered > 0 {
 		cutoff := p.now().Add(-p.opts.Retention.Delivered)
 		for _, d := range p.outbox.Destinations() {
+			var after uint64
 			for more := true; more; {
+				if err := ctx.Err(); err != nil {
+					return entries, traces, err
+				}
 				var n int
-				n, more, err = p.outbox.PruneDelivered(d, cutoff, pruneChunk)
+				n, after, more, err = p.outbox.PruneDelivered(d, cutoff, after, pruneChunk)
 				if err != nil {
 					return entries, traces, err
 				}
@@ -61,41 +72,57 @@ func (p *Pipeline) Prune() (entries, traces int, err error) {
 	if below == 0 {
 		below = st.LastPosition + 1 // it keeps none
 	}
+	var from []byte
 	for more := true; more; {
+		if err := ctx.Err(); err != nil {
+			return entries, traces, err
+		}
 		var n int
-		n, more, err = p.pruneTrace(below, pruneChunk)
+		n, from, more, err = p.pruneTrace(from, below, pruneChunk)
 		if err != nil {
 			return entries, traces, err
 		}
 		traces += n
 		p.m.tracePruned.Add(float64(n))
 	}
-	if entries > 0 || traces > 0 {
-		p.log.Info("pruned the pipeline's file", "delivered_outbox_entries", entries, "trace_entries", traces)
-	}
 	return entries, traces, nil
 }
 
-// pruneTrace deletes up to limit trace entries of journal positions below
-// below that name no exception.
-func (p *Pipeline) pruneTrace(below uint64, limit int) (n int, more bool, err error) {
+// pruneTrace deletes the trace entries of journal positions below below
+// that lead to nothing still open, looking at up to limit entries from key
+// from on (nil: the start). When limit cut it short, more is set and next
+// is where to go on from.
+func (p *Pipeline) pruneTrace(from []byte, below uint64, limit int) (n int, next []byte, more bool, err error) {
+	next = from
 	err = p.db.Update(func(tx *bolt.Tx) error {
 		tb := tx.Bucket(bucketTrace)
+		c := tb.Cursor()
 		var doomed [][]byte
-		for part := byte(0); part < tracePartitions && !more; part++ {
-			c := tb.Cursor()
-			for k, v := c.Seek([]byte{part}); k != nil && k[0] == part; k, v = c.Next() {
+		scanned := 0
+		first := byte(0)
+		if from != nil {
+			first = from[0]
+		}
+		for part := first; part < tracePartitions && !more; part++ {
+			k, v := c.Seek([]byte{part})
+			if from != nil && part == from[0] {
+				if k, v = c.Seek(from); bytes.Equal(k, from) {
+					k, v = c.Next()
+				}
+			}
+			for ; k != nil && k[0] == part; k, v = c.Next() {
 				if len(k) != 9 || binary.BigEndian.Uint64(k[1:]) >= below {
 					break
 				}
-				if len(doomed) == limit {
+				if scanned == limit {
 					more = true
 					break
 				}
-				if leadsToException(v) {
-					continue
+				scanned++
+				next = bytes.Clone(k)
+				if !keepsTrace(v) {
+					doomed = append(doomed, next)
 				}
-				doomed = append(doomed, bytes.Clone(k))
 			}
 		}
 		for _, k := range doomed {
@@ -106,12 +133,21 @@ func (p *Pipeline) pruneTrace(below uint64, limit int) (n int, more bool, err er
 		n = len(doomed)
 		return nil
 	})
-	return n, more, err
+	if err != nil {
+		return 0, from, false, err
+	}
+	return n, next, more, nil
 }
 
-// leadsToException reports whether a trace value names an exception ("x:"
-// ref): those stay, so an open exception keeps its trace.
-func leadsToException(v []byte) bool {
+// keepsTrace reports whether a trace value names an exception ("x:"), an
+// approval ("a:") or an action queued behind one ("q:"): those traces stay,
+// so what people still act on keeps its path.
+func keepsTrace(v []byte) bool {
 	_, refs, _ := bytes.Cut(v, []byte{0})
-	return bytes.HasPrefix(refs, []byte("x:")) || bytes.Contains(refs, []byte(",x:"))
+	for ref := range bytes.SplitSeq(refs, []byte(",")) {
+		if bytes.HasPrefix(ref, []byte("x:")) || bytes.HasPrefix(ref, []byte("a:")) || bytes.HasPrefix(ref, []byte("q:")) {
+			return true
+		}
+	}
+	return false
 }

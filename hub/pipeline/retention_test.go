@@ -1,6 +1,9 @@
 package pipeline
 
 import (
+	"context"
+	"encoding/binary"
+	"errors"
 	"path/filepath"
 	"testing"
 	"time"
@@ -28,15 +31,14 @@ func traceKeys(t *testing.T, p *Pipeline) int {
 // go with their journal records, except those that lead to an exception.
 func TestPruneDeliveredEntriesAndTracesOfPrunedEvents(t *testing.T) {
 	dir := t.TempDir()
-	now := clockAt
-	j, err := journal.OpenBolt(journal.BoltOptions{Path: filepath.Join(dir, "journal.db"), Retention: journal.Retention{MaxAge: 24 * time.Hour}, Now: func() time.Time { return now }})
+	clock := newClock(clockAt)
+	j, err := journal.OpenBolt(journal.BoltOptions{Path: filepath.Join(dir, "journal.db"), Retention: journal.Retention{MaxAge: 24 * time.Hour}, Now: clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer j.Close()
-	e := &env{t: t, dir: dir, journal: j, clock: &now}
+	e := &env{t: t, dir: dir, journal: j, clock: clock, retention: Retention{Delivered: 30 * 24 * time.Hour}}
 	e.open(testConfig())
-	e.p.opts.Retention.Delivered = 30 * 24 * time.Hour
 
 	// A completion delivered to erp (a log destination), and a shortage of
 	// an unmapped item: an exception, and an alert delivered to alerts.
@@ -51,15 +53,15 @@ func TestPruneDeliveredEntriesAndTracesOfPrunedEvents(t *testing.T) {
 	}
 
 	// Within retention nothing goes.
-	if entries, traces, err := e.p.Prune(); err != nil || entries != 0 || traces != 0 {
+	if entries, traces, err := e.p.Prune(context.Background()); err != nil || entries != 0 || traces != 0 {
 		t.Fatalf("prune within retention: %d entries, %d traces, %v", entries, traces, err)
 	}
 
-	now = now.Add(31 * 24 * time.Hour)
+	clock.Add(31 * 24 * time.Hour)
 	if n, err := j.Prune(); err != nil || n != 2 {
 		t.Fatalf("journal prune: %d %v", n, err)
 	}
-	entries, traces, err := e.p.Prune()
+	entries, traces, err := e.p.Prune(context.Background())
 	if err != nil || entries != 2 || traces != 1 {
 		t.Fatalf("prune: %d entries, %d traces, %v; want 2 and 1", entries, traces, err)
 	}
@@ -87,7 +89,93 @@ func TestPruneDeliveredEntriesAndTracesOfPrunedEvents(t *testing.T) {
 	if es := allEntries(t, e.p, DestERP); es[0].Seq != 2 {
 		t.Errorf("the new entry has seq %d, want 2 (sequence numbers are never reused)", es[0].Seq)
 	}
-	if entries, traces, err := e.p.Prune(); err != nil || entries != 0 || traces != 0 {
+	if entries, traces, err := e.p.Prune(context.Background()); err != nil || entries != 0 || traces != 0 {
 		t.Fatalf("second prune: %d entries, %d traces, %v", entries, traces, err)
+	}
+}
+
+// Trace pruning goes through every partition in chunks and resumes where a
+// chunk stopped; entries at or above the journal's first position, and
+// those that lead to an exception, an approval or a queued action, stay.
+func TestPruneTraceInChunksAcrossPartitions(t *testing.T) {
+	e := newEnv(t, testConfig())
+	type entry struct {
+		part byte
+		pos  uint64
+		refs string
+		kept bool
+	}
+	entries := []entry{
+		{0, 1, "o:erp:1", false}, {0, 2, "x:7", true}, {0, 3, "o:erp:2,a:4", true}, {0, 40, "o:erp:3", true},
+		{5, 4, "o:erp:4", false}, {5, 5, "o:erp:5,q:erp:k", true}, {5, 6, "o:erp:6", false},
+		{63, 7, "o:erp:7", false}, {63, 8, "o:planning:8,o:erp:9", false}, {63, 50, "o:erp:10", true},
+	}
+	key := func(en entry) []byte {
+		k := make([]byte, 9)
+		k[0] = en.part
+		binary.BigEndian.PutUint64(k[1:], en.pos)
+		return k
+	}
+	err := e.p.db.Update(func(tx *bolt.Tx) error {
+		for _, en := range entries {
+			if err := tx.Bucket(bucketTrace).Put(key(en), traceValue("c", en.refs)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var from []byte
+	total, chunks := 0, 0
+	for more := true; more; chunks++ {
+		var n int
+		n, from, more, err = e.p.pruneTrace(from, 10, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += n
+	}
+	// 8 entries below position 10, looked at 2 at a time.
+	if total != 5 || chunks != 4 {
+		t.Errorf("pruned %d in %d chunks, want 5 in 4", total, chunks)
+	}
+	err = e.p.db.View(func(tx *bolt.Tx) error {
+		for _, en := range entries {
+			if got := tx.Bucket(bucketTrace).Get(key(en)) != nil; got != en.kept {
+				t.Errorf("trace entry %d/%d (%s) kept = %v, want %v", en.part, en.pos, en.refs, got, en.kept)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Pruning stops between transactions once its context ends, and the
+// pruning goroutine ends with the pipeline.
+func TestPruneStopsWhenCancelled(t *testing.T) {
+	e := newEnv(t, testConfig())
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, _, err := e.p.Prune(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("prune with an ended context: %v, want context.Canceled", err)
+	}
+	e.stop()
+	e.retention = Retention{Delivered: time.Hour, Interval: time.Millisecond}
+	e.open(testConfig())
+	e.waitCursor(e.journalEvents(completion("r-1", "PO-1", "P-4711", "1")))
+	e.clock.Add(2 * time.Hour)
+	waitFor(t, "the delivered entry pruned by the pruning goroutine", func() bool {
+		var m dto.Metric
+		_ = e.p.m.outboxPruned.WithLabelValues(DestERP).Write(&m)
+		return m.GetCounter().GetValue() == 1
+	})
+	start := time.Now()
+	e.stop()
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("shutdown took %s with pruning running", d)
 	}
 }
