@@ -551,8 +551,10 @@ func (j *Bolt) keepTail(group []commitReq, outcomes []Outcome, now time.Time) {
 		}
 	}
 	if n := len(j.tail); n > tailMax {
-		// Copy so the dropped records (and their events) can be collected.
-		j.tail = append([]Record(nil), j.tail[n-tailMax:]...)
+		// The pipeline is far behind: keep the newest half, copied so the
+		// dropped records (and their events) can be collected. Halving
+		// makes the copy rare: once per tailMax/2 records.
+		j.tail = append(make([]Record, 0, tailMax), j.tail[n-tailMax/2:]...)
 	}
 }
 
