@@ -12,8 +12,10 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -137,12 +139,19 @@ func Check(path string) error {
 }
 
 // AppendToken adds a token entry to a tokens file, creating it (0600)
-// when missing.
+// when missing. The result is checked as the hub would read it before
+// anything is written, and it replaces the file in one rename (same mode
+// and owner), so a failed append leaves the old file whole.
 func AppendToken(path, subject string, role Role, hash string) error {
 	var f File
+	mode, owner := os.FileMode(0o600), (*syscall.Stat_t)(nil)
 	if raw, err := os.ReadFile(path); err == nil {
 		if err := yaml.Unmarshal(raw, &f); err != nil {
 			return fmt.Errorf("%w: %s: %v", ErrTokensFile, path, err)
+		}
+		if st, err := os.Stat(path); err == nil {
+			mode = st.Mode().Perm()
+			owner, _ = st.Sys().(*syscall.Stat_t)
 		}
 	} else if !os.IsNotExist(err) {
 		return fmt.Errorf("%w: %v", ErrTokensFile, err)
@@ -152,8 +161,35 @@ func AppendToken(path, subject string, role Role, hash string) error {
 	if err != nil {
 		return err
 	}
-	header := "# plantsync-hub API tokens: SHA-256 of each bearer token, never the token.\n"
-	return os.WriteFile(path, append([]byte(header), out...), 0o600)
+	out = append([]byte("# plantsync-hub API tokens: SHA-256 of each bearer token, never the token.\n"), out...)
+	if _, err := parse(path, out); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrTokensFile, err)
+	}
+	defer os.Remove(tmp.Name()) // after the rename: nothing to remove
+	_, err = tmp.Write(out)
+	if err == nil {
+		err = tmp.Chmod(mode)
+	}
+	if err == nil && owner != nil && (int(owner.Uid) != os.Getuid() || int(owner.Gid) != os.Getgid()) {
+		err = tmp.Chown(int(owner.Uid), int(owner.Gid))
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: write %s: %v", ErrTokensFile, path, err)
+	}
+	return nil
 }
 
 // Guard authenticates API requests. The zero value refuses everything.

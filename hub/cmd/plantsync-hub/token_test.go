@@ -72,6 +72,19 @@ func TestTokenAddsToTheFile(t *testing.T) {
 	if st, err := os.Stat(path); err != nil || st.Mode().Perm() != 0o600 {
 		t.Errorf("tokens file mode: %v %v, want 0600", st.Mode(), err)
 	}
+	// An existing file keeps its mode (e.g. readable by the hub's group).
+	if err := os.Chmod(path, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, stderr := runCLI("token", "-subject", "carol@plant.example", "-file", path); code != 0 {
+		t.Fatalf("third token: %s", stderr)
+	}
+	if st, err := os.Stat(path); err != nil || st.Mode().Perm() != 0o640 {
+		t.Errorf("tokens file mode after an append: %v %v, want 0640 kept", st.Mode(), err)
+	}
+	if entries, _ := filepath.Glob(filepath.Join(filepath.Dir(path), ".tokens.yaml.*")); len(entries) != 0 {
+		t.Errorf("temporary files left: %v", entries)
+	}
 }
 
 func TestTokenRefusesBadArguments(t *testing.T) {
@@ -85,5 +98,15 @@ func TestTokenRefusesBadArguments(t *testing.T) {
 	}
 	if raw, _ := os.ReadFile(bad); string(raw) != "tokens: [" {
 		t.Errorf("the broken file was changed: %q", raw)
+	}
+	// A file the hub would refuse after the append (here: an entry with
+	// an unknown role) is left as it is.
+	const invalid = "tokens:\n  - {subject: bob, role: boss, sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08}\n"
+	wrong := writeFile(t, "tokens.yaml", invalid)
+	if code, stdout, stderr := runCLI("token", "-subject", "a", "-file", wrong); code != 1 || stdout != "" || !strings.Contains(stderr, "tokens[0].role") {
+		t.Errorf("token -file with an invalid entry = %d, stdout %q, stderr %q; want 1 naming tokens[0].role, no token shown", code, stdout, stderr)
+	}
+	if raw, _ := os.ReadFile(wrong); string(raw) != invalid {
+		t.Errorf("the invalid file was changed: %q", raw)
 	}
 }
