@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -129,4 +130,95 @@ func mustDecode(t *testing.T, raw []byte) *pb.Event {
 		t.Fatal(err)
 	}
 	return ev
+}
+
+// Commits, the pipeline's ReadDecoded and pruning run at once (run with
+// -race): every record is read once, in order, and an event handed over
+// decoded is never handed over twice.
+func TestReadDecodedWhileCommittingAndPruning(t *testing.T) {
+	c := &lockedClock{t: time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)}
+	j, err := OpenBolt(BoltOptions{Path: filepath.Join(t.TempDir(), "journal.db"), Retention: Retention{MaxAge: time.Hour}, Now: c.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	const batches, per = 40, 50
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range batches {
+			first := uint64(i*per + 1)
+			if _, err := j.Commit(context.Background(), decodedBatch(t, "e1", first, first+per-1)); err != nil {
+				t.Error(err)
+				return
+			}
+			if i == batches/2 {
+				c.add(2 * time.Hour) // the first half becomes prunable
+			}
+		}
+	}()
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if _, err := j.Prune(); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	seen := map[*pb.Event]bool{}
+	var next uint64
+	for {
+		recs, err := j.ReadDecoded(next, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range recs {
+			if r.Position <= next {
+				t.Fatalf("record %d after %d: out of order", r.Position, next)
+			}
+			if r.Decoded != nil {
+				if seen[r.Decoded] {
+					t.Fatalf("record %d: its event handed over twice", r.Position)
+				}
+				seen[r.Decoded] = true
+			}
+			next = r.Position
+		}
+		if next == batches*per {
+			break
+		}
+		select {
+		case <-done:
+			if len(recs) == 0 && j.Stats().LastPosition == next {
+				t.Fatalf("stopped at %d of %d", next, batches*per)
+			}
+		default:
+		}
+	}
+	<-done
+	if len(seen) == 0 {
+		t.Error("no event was handed over decoded")
+	}
+}
+
+type lockedClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *lockedClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *lockedClock) add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
 }
