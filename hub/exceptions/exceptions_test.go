@@ -88,6 +88,16 @@ func TestOpenListFollowsStateChanges(t *testing.T) {
 	if got := ids(t, b, Filter{Before: 5, Limit: 1}); !slices.Equal(got, []uint64{4}) {
 		t.Errorf("open before 5, limit 1 = %v, want [4]", got)
 	}
+	// Paging from a resolved id, or from beyond the newest.
+	if got := ids(t, b, Filter{Before: 3}); !slices.Equal(got, []uint64{1}) {
+		t.Errorf("open before 3 (resolved) = %v, want [1]", got)
+	}
+	if got := ids(t, b, Filter{Before: 100}); !slices.Equal(got, []uint64{6, 5, 4, 1}) {
+		t.Errorf("open before 100 = %v, want all open", got)
+	}
+	if got := ids(t, b, Filter{State: "all", Before: 100, Limit: 2}); !slices.Equal(got, []uint64{6, 5}) {
+		t.Errorf("all before 100, limit 2 = %v", got)
+	}
 	if got := ids(t, b, Filter{State: "resolved"}); !slices.Equal(got, []uint64{3, 2}) {
 		t.Errorf("resolved = %v, want [3 2]", got)
 	}
