@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -49,6 +52,7 @@ func TestWedgedPluginKilledAndRestarted(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
+	waitStopped(t, pid)
 	for i := range 2 {
 		if err := deliverWithin(d, 200*time.Millisecond, "store"); err == nil {
 			t.Fatalf("deliver %d to a stopped process succeeded", i)
@@ -116,5 +120,30 @@ func TestCancelledCallsDoNotCount(t *testing.T) {
 	waitLog(t, &logs, "its target is slow")
 	if n := strings.Count(logs.String(), "keep running out of time"); n != 1 {
 		t.Errorf("%d liveness checks, want 1 (cancelled calls do not count):\n%s", n, logs.String())
+	}
+}
+
+// waitStopped waits until every thread of pid has stopped: SIGSTOP reaches
+// the threads of a running process one after the other.
+func waitStopped(t *testing.T, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
+		stopped := len(tasks) > 0
+		for _, f := range tasks {
+			raw, err := os.ReadFile(f)
+			// The state follows the command name in parentheses.
+			if i := strings.LastIndexByte(string(raw), ')'); err != nil || i < 0 || i+2 >= len(raw) || raw[i+2] != 'T' {
+				stopped = false
+			}
+		}
+		if stopped {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d did not stop", pid)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

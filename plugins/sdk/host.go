@@ -405,11 +405,17 @@ func (h *host) dropBecause(inst *instance, cause error, msg string) {
 	inst.client.Kill()
 }
 
-// timedOut reports whether a call failed because its own deadline passed.
-// A call the caller cancelled, or an error the plugin answered with, does
-// not count: the process answered.
+// timedOut reports whether a call failed because its own deadline passed,
+// whichever side noticed first (the plugin's server sees the deadline too,
+// and may answer DeadlineExceeded before the caller's timer fires). A call
+// the caller cancelled, or an error the plugin answered with before the
+// deadline, does not count: the process answered.
 func timedOut(ctx context.Context, err error) bool {
-	return err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded)
+	if err == nil || errors.Is(ctx.Err(), context.Canceled) {
+		return false
+	}
+	dl, ok := ctx.Deadline()
+	return ok && !time.Now().Before(dl)
 }
 
 // noteCall counts consecutive timed-out calls of inst; at HangAfter it
