@@ -6,7 +6,7 @@
 // processes; the publisher and the baseline subscriber run in this one.
 //
 // For each broker (Debian's mosquitto, and mochi-mqtt in this process, the
-// broker of `make test`) it prints:
+// broker of `make test`; a fresh one for every run) it prints:
 //
 //	ceiling  a plain paho subscriber with auto-ack through the same broker:
 //	         messages/s from the first publish to the last receipt
@@ -246,13 +246,18 @@ type results struct {
 func (b *bench) measure() (*results, error) {
 	res := &results{ceiling: map[string][]phase{}, agent: map[string][]phase{}}
 	for _, start := range []func() (*broker, error){b.startMosquitto, startMochi} {
-		br, err := start()
-		if err != nil {
-			return nil, err
-		}
-		b.brokerClean = br.stop
-		res.brokers = append(res.brokers, br.name)
 		for r := 1; r <= b.o.runs; r++ {
+			// A fresh broker per run: the agent's persistent session of an
+			// earlier run would otherwise have every later message queued
+			// for it, a growing load on the broker run after run.
+			br, err := start()
+			if err != nil {
+				return nil, err
+			}
+			b.brokerClean = br.stop
+			if r == 1 {
+				res.brokers = append(res.brokers, br.name)
+			}
 			progress("%s run %d/%d: plain subscriber", br.name, r, b.o.runs)
 			c, err := b.runCeiling(br, r)
 			if err != nil {
@@ -270,9 +275,9 @@ func (b *bench) measure() (*results, error) {
 				thousands(a.rate), a.p99*1000, a.cpu100k, a.hubAfter, thousands(a.pacedRate), a.pacedP99*1000, thousands(a.lightRate), a.lightP99*1000)
 			progress("  CPU-s/100k of the others meanwhile: hub %.2f, broker %.2f, bench process (publisher%s) %.2f",
 				a.hubCPU, a.brokerCPU, map[bool]string{true: ", broker", false: ""}[br.proc == nil], a.benchCPU)
+			br.stop()
+			b.brokerClean = nil
 		}
-		br.stop()
-		b.brokerClean = nil
 	}
 	return res, nil
 }
