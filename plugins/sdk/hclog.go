@@ -65,10 +65,15 @@ func (a *hclogAdapter) Log(level hclog.Level, msg string, args ...any) {
 				continue
 			}
 			i++
-			if k == "timestamp" {
+			switch k {
+			case "timestamp":
 				// go-plugin adds the plugin's own timestamp; the record
 				// has the host's.
 				continue
+			case "plugin":
+				// go-plugin's "plugin" is the binary's path; the host's
+				// logger already says "plugin" (the configured name).
+				k = "path"
 			}
 			attrs = append(attrs, slog.Any(s.Scrub(k), scrubValue(s, kv[i])))
 		}
