@@ -139,13 +139,21 @@ func Check(path string) error {
 }
 
 // AppendToken adds a token entry to a tokens file, creating it (0600)
-// when missing. The result is checked as the hub would read it before
-// anything is written, and it replaces the file in one rename (same mode
-// and owner), so a failed append leaves the old file whole.
+// when missing. The existing file and the result are both checked as the
+// hub reads them before anything is written (an entry the hub would refuse,
+// or a key it does not know, stops it: nothing is dropped), and the result
+// replaces the file in one rename where it can (same folder writable, the
+// owner kept); otherwise it is written in place, which keeps mode and owner.
 func AppendToken(path, subject string, role Role, hash string) error {
+	if real, err := filepath.EvalSymlinks(path); err == nil {
+		path = real // replace the target, not the link
+	}
 	var f File
 	mode, owner := os.FileMode(0o600), (*syscall.Stat_t)(nil)
 	if raw, err := os.ReadFile(path); err == nil {
+		if _, err := parse(path, raw); err != nil {
+			return err
+		}
 		if err := yaml.Unmarshal(raw, &f); err != nil {
 			return fmt.Errorf("%w: %s: %v", ErrTokensFile, path, err)
 		}
@@ -165,12 +173,26 @@ func AppendToken(path, subject string, role Role, hash string) error {
 	if _, err := parse(path, out); err != nil {
 		return err
 	}
+	if replaceFile(path, out, mode, owner) == nil {
+		return nil
+	}
+	if err := os.WriteFile(path, out, mode); err != nil {
+		return fmt.Errorf("%w: write %s: %v", ErrTokensFile, path, err)
+	}
+	return nil
+}
+
+// replaceFile writes data to a new file beside path and renames it over
+// path, with mode and owner (nil: this process's). It fails, leaving path
+// as it was, where that cannot be done: a folder it may not write, an
+// owner it may not give, a file that cannot be renamed over (a bind mount).
+func replaceFile(path string, data []byte, mode os.FileMode, owner *syscall.Stat_t) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrTokensFile, err)
+		return err
 	}
 	defer os.Remove(tmp.Name()) // after the rename: nothing to remove
-	_, err = tmp.Write(out)
+	_, err = tmp.Write(data)
 	if err == nil {
 		err = tmp.Chmod(mode)
 	}
@@ -186,10 +208,7 @@ func AppendToken(path, subject string, role Role, hash string) error {
 	if err == nil {
 		err = os.Rename(tmp.Name(), path)
 	}
-	if err != nil {
-		return fmt.Errorf("%w: write %s: %v", ErrTokensFile, path, err)
-	}
-	return nil
+	return err
 }
 
 // Guard authenticates API requests. The zero value refuses everything.

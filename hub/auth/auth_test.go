@@ -98,3 +98,46 @@ func TestParseErrors(t *testing.T) {
 		t.Errorf("unknown key: %v", err)
 	}
 }
+
+// Appending through a symlink updates the file it points to and keeps the
+// link; an existing file with a key the hub does not know is refused as it
+// is, so nothing in it is dropped by the rewrite.
+func TestAppendTokenKeepsLinksAndRefusesUnknownKeys(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, "real-tokens.yaml")
+	link := filepath.Join(dir, "tokens.yaml")
+	_, h1, _ := NewToken()
+	if err := AppendToken(target, "vera", Viewer, h1); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	tok2, h2, _ := NewToken()
+	if err := AppendToken(link, "ada", Admin, h2); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Lstat(link); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Fatalf("the link was replaced: %v %v", fi.Mode(), err)
+	}
+	g, err := NewGuard(target, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, ok := g.lookup(tok2); !ok || p.subject != "ada" {
+		t.Errorf("the token added through the link is not in the target: %+v %v", p, ok)
+	}
+
+	odd := filepath.Join(dir, "odd.yaml")
+	const content = "tokens:\n  - {subject: bob, role: admin, sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08, expires: 2027-01-01}\n"
+	if err := os.WriteFile(odd, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, h3, _ := NewToken()
+	if err := AppendToken(odd, "carol", Viewer, h3); err == nil || !strings.Contains(err.Error(), "expires") {
+		t.Errorf("a file with an unknown key: %v, want a refusal naming it", err)
+	}
+	if raw, _ := os.ReadFile(odd); string(raw) != content {
+		t.Errorf("the refused file changed: %q", raw)
+	}
+}

@@ -65,6 +65,52 @@ func TestWedgedPluginKilledAndRestarted(t *testing.T) {
 	if st := d.Status(); st.PID == pid || st.Restarts != 1 || !st.Running {
 		t.Errorf("status after the restart: %+v (wedged pid %d)", st, pid)
 	}
+	// The wedged process is gone, not left stopped: resumed, it could
+	// finish a delivery the engine has meanwhile looked up and resent.
+	waitGone(t, pid)
+}
+
+// Closing the host while its plugin process is stopped ends it: go-plugin
+// alone would wait for ever for the process to confirm its shutdown.
+func TestCloseEndsAStoppedPlugin(t *testing.T) {
+	path, sum := sdktest.SelfPlugin(t, "dest")
+	d, err := sdk.OpenDestination(ctxT(t), sdk.HostConfig{Name: "erp", Path: path, SHA256: sum, Config: map[string]any{"dir": t.TempDir()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := d.Status().PID
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	waitStopped(t, pid)
+	closed := make(chan error, 1)
+	go func() { closed <- d.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+		t.Fatal("Close did not return with the plugin process stopped")
+	}
+	waitGone(t, pid)
+}
+
+// waitGone waits until process pid no longer exists.
+func waitGone(t *testing.T, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); os.IsNotExist(err) {
+			return
+		}
+		if time.Now().After(deadline) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("process %d still exists", pid)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // A plugin whose calls time out because its target is slow keeps running,

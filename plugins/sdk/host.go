@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-plugin"
@@ -266,7 +267,7 @@ func (h *host) get(ctx context.Context) (*instance, error) {
 		}
 		if h.closed {
 			h.mu.Unlock()
-			inst.client.Kill()
+			h.kill(inst.client, inst.pid, killGrace)
 			return nil, ErrClosed
 		}
 		h.cur = inst
@@ -347,7 +348,7 @@ func (h *host) start() (*instance, error) {
 	h.mu.Unlock()
 	info, err := configure(ctx, req)
 	if err != nil {
-		client.Kill()
+		h.kill(client, inst.pid, killGrace)
 		if errors.Is(err, ErrUnsupported) {
 			return nil, fmt.Errorf("%w: %s does not serve a %s", ErrWrongKind, h.cfg.Path, h.kind)
 		}
@@ -380,10 +381,12 @@ func (h *host) failed(inst *instance, err error) bool {
 // drop forgets a dead (or wedged) instance so that the next call restarts
 // the plugin.
 func (h *host) drop(inst *instance, cause error) {
-	h.dropBecause(inst, cause, "plugin process died; restarting it")
+	h.dropBecause(inst, cause, "plugin process died; restarting it", killGrace)
 }
 
-func (h *host) dropBecause(inst *instance, cause error, msg string) {
+// dropBecause forgets inst, logs msg, and ends its process (SIGKILL after
+// grace).
+func (h *host) dropBecause(inst *instance, cause error, msg string, grace time.Duration) {
 	h.mu.Lock()
 	if h.cur != inst {
 		h.mu.Unlock()
@@ -402,7 +405,40 @@ func (h *host) dropBecause(inst *instance, cause error, msg string) {
 	h.metrics.Up(h.cfg.Name, false)
 	h.metrics.Restarted(h.cfg.Name)
 	h.log.Warn(msg, "pid", inst.pid, "error", h.errText(cause), "restart_in", wait.Round(time.Millisecond))
-	inst.client.Kill()
+	h.kill(inst.client, inst.pid, grace)
+}
+
+// killGrace is how long a plugin process may take to stop when asked
+// before it gets SIGKILL.
+const killGrace = 3 * time.Second
+
+// kill ends a plugin process. go-plugin's Kill first asks the plugin to
+// shut down and waits for that without a limit, so a process that cannot
+// answer (stopped, starved, or with a call stuck in the connector) would
+// hold it for ever: after grace it gets SIGKILL, and Kill then returns.
+// The pid is still the plugin's: go-plugin reaps it only once it exited.
+func (h *host) kill(client *plugin.Client, pid int, grace time.Duration) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		client.Kill()
+	}()
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-done:
+		return
+	case <-t.C:
+	}
+	if pid > 0 {
+		h.log.Warn("plugin process did not stop when asked; killing it", "pid", pid)
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	select {
+	case <-done:
+	case <-time.After(killGrace):
+		h.log.Error("plugin process did not go away after SIGKILL", "pid", pid)
+	}
 }
 
 // timedOut reports whether a call failed because its own deadline passed,
@@ -460,8 +496,9 @@ func (h *host) probe(inst *instance, timeouts int) {
 		h.log.Warn("plugin calls keep running out of time, but the plugin process answers: its target is slow", "timeouts", timeouts)
 	case closed:
 	default:
+		// It cannot answer a request to stop either: SIGKILL at once.
 		h.dropBecause(inst, fmt.Errorf("%d calls in a row ran out of time and the process did not answer a liveness check within %s: %v", timeouts, h.cfg.HealthTimeout, err),
-			"plugin process stopped answering; killing and restarting it")
+			"plugin process stopped answering; killing and restarting it", 0)
 	}
 }
 
@@ -532,10 +569,12 @@ func (h *host) close() error {
 		<-starting
 	}
 	if inst != nil {
-		inst.client.Kill()
+		h.kill(inst.client, inst.pid, killGrace)
 		h.log.Info("plugin stopped", "pid", inst.pid)
 	}
-	h.probes.Wait() // each ends within HealthTimeout; the kill ends them sooner
+	// A check ends within HealthTimeout, or after killing a wedged process
+	// (bounded by kill).
+	h.probes.Wait()
 	h.metrics.Up(h.cfg.Name, false)
 	return nil
 }
