@@ -110,6 +110,7 @@ type bench struct {
 	procs       []*proc
 	httpc       *http.Client
 	brokerClean func()
+	mosquittos  int // started so far: each run's broker gets its own folder
 }
 
 func newBench(o options) (*bench, error) {
@@ -175,7 +176,8 @@ type broker struct {
 func (b *bench) startMosquitto() (*broker, error) {
 	addr := freeAddr()
 	_, port, _ := net.SplitHostPort(addr)
-	dir := filepath.Join(b.root, "mosquitto")
+	b.mosquittos++
+	dir := filepath.Join(b.root, fmt.Sprintf("mosquitto-broker-%d", b.mosquittos))
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
