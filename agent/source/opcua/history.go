@@ -102,15 +102,28 @@ func (s *Source) readEURange(ctx context.Context, sess *session, it *item) {
 	}
 }
 
-// backfill reads back, for every historized node with a mark, the values
-// between the mark (the newest value delivered before the gap) and now,
-// and hands them to the processor, which drops what the live subscription
-// already delivered. The deterministic ids make any remaining overlap
-// harmless at the hub.
-func (s *Source) backfill(ctx context.Context, sess *session) error {
+// gapMarks takes the marks of the historized nodes (the newest value each
+// delivered before the gap) before the session subscribes: the live
+// subscription's first values move the marks past the gap, and a back-fill
+// that read them then would read nothing of it.
+func (s *Source) gapMarks() map[*item]lastValue {
+	marks := map[*item]lastValue{}
+	for _, it := range *s.items.Load() {
+		if mk := it.mark.Load(); mk != nil && it.kind == kindValue && it.historized.Load() {
+			marks[it] = *mk
+		}
+	}
+	return marks
+}
+
+// backfill reads back, for every historized node with a gap mark, the
+// values between the mark and now, and hands them to the processor, which
+// drops what the live subscription already delivered. The deterministic
+// ids make any remaining overlap harmless at the hub.
+func (s *Source) backfill(ctx context.Context, sess *session, gap map[*item]lastValue) error {
 	var todo []*item
 	for _, it := range *s.items.Load() {
-		if it.kind == kindValue && it.historized.Load() && it.sub != nil && it.mark.Load() != nil && !it.removed.Load() {
+		if _, ok := gap[it]; ok && it.kind == kindValue && it.historized.Load() && it.sub != nil && !it.removed.Load() {
 			todo = append(todo, it)
 		}
 	}
@@ -128,7 +141,7 @@ func (s *Source) backfill(ctx context.Context, sess *session) error {
 		start := end
 		marks := make([]lastValue, n)
 		for i, it := range chunk {
-			marks[i] = *it.mark.Load()
+			marks[i] = gap[it]
 			if marks[i].ts.Before(start) {
 				start = marks[i].ts
 			}

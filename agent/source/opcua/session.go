@@ -392,6 +392,7 @@ func (s *Source) serve(ctx context.Context, sess *session, bo *backoff) error {
 		}
 	}
 	s.detectHistory(ctx, sess, *s.items.Load())
+	gap := s.gapMarks()
 	if err := s.createItems(ctx, sess, s.itemsToCreate()); err != nil && lostErr(err) {
 		return err
 	}
@@ -409,7 +410,10 @@ func (s *Source) serve(ctx context.Context, sess *session, bo *backoff) error {
 		"policy", strings.TrimPrefix(sess.ep.SecurityPolicyURI, ua.SecurityPolicyURIPrefix), "mode", modeName(sess.ep.SecurityMode),
 		"items", len(*s.items.Load()), "bad_items", bad, "subscriptions", len(sess.subs))
 	bo.reset()
-	if err := s.backfill(ctx, sess); err != nil && lostErr(err) {
+	if hook := s.beforeBackfill.Load(); hook != nil {
+		(*hook)()
+	}
+	if err := s.backfill(ctx, sess, gap); err != nil && lostErr(err) {
 		return err
 	}
 

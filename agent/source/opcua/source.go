@@ -149,6 +149,9 @@ type Source struct {
 
 	// Test hooks.
 	now func() time.Time
+	// beforeBackfill, when set, runs between subscribing and back-filling
+	// (a test widens the window in which live values arrive first).
+	beforeBackfill atomic.Pointer[func()]
 }
 
 // New builds the source; Start connects. It compiles the mappings, so a
