@@ -3,6 +3,7 @@ package opcua
 import (
 	"context"
 	"fmt"
+	"sort"
 	"time"
 
 	"github.com/gopcua/opcua/id"
@@ -102,34 +103,48 @@ func (s *Source) readEURange(ctx context.Context, sess *session, it *item) {
 	}
 }
 
-// gapMarks takes the marks of the historized nodes (the newest value each
-// delivered before the gap) before the session subscribes: the live
-// subscription's first values move the marks past the gap, and a back-fill
-// that read them then would read nothing of it.
-func (s *Source) gapMarks() map[*item]lastValue {
-	marks := map[*item]lastValue{}
+// takeGapMarks records, before the session subscribes, where each
+// historized node's values stopped (its mark: the newest value delivered):
+// the live subscription's first values move the marks past the gap, and a
+// back-fill that read them then would read nothing of it. A gap not yet
+// back-filled (a failed back-fill, a session lost during it) keeps its
+// older mark. Session goroutine only.
+func (s *Source) takeGapMarks() {
+	if s.gapPending == nil {
+		s.gapPending = map[*item]lastValue{}
+	}
 	for _, it := range *s.items.Load() {
-		if mk := it.mark.Load(); mk != nil && it.kind == kindValue && it.historized.Load() {
-			marks[it] = *mk
+		mk := it.mark.Load()
+		if mk == nil || it.kind != kindValue || !it.historized.Load() {
+			continue
+		}
+		if p, ok := s.gapPending[it]; !ok || mk.ts.Before(p.ts) {
+			s.gapPending[it] = *mk
 		}
 	}
-	return marks
 }
 
-// backfill reads back, for every historized node with a gap mark, the
-// values between the mark and now, and hands them to the processor, which
-// drops what the live subscription already delivered. The deterministic
-// ids make any remaining overlap harmless at the hub.
-func (s *Source) backfill(ctx context.Context, sess *session, gap map[*item]lastValue) error {
+// backfill reads back, for every historized node with a pending gap, the
+// values between its gap mark and now, and hands them to the processor,
+// which drops what the live subscription already delivered. The
+// deterministic ids make any remaining overlap harmless at the hub. A node
+// leaves the pending gaps once its read succeeded; the others are tried
+// again (retry ticker, next session). Session goroutine only.
+func (s *Source) backfill(ctx context.Context, sess *session) error {
 	var todo []*item
-	for _, it := range *s.items.Load() {
-		if _, ok := gap[it]; ok && it.kind == kindValue && it.historized.Load() && it.sub != nil && !it.removed.Load() {
+	for it := range s.gapPending {
+		if it.kind != kindValue || !it.historized.Load() || it.removed.Load() {
+			delete(s.gapPending, it)
+			continue
+		}
+		if it.sub != nil {
 			todo = append(todo, it)
 		}
 	}
 	if len(todo) == 0 {
 		return nil
 	}
+	sort.Slice(todo, func(i, j int) bool { return todo[i].handle < todo[j].handle })
 	per := limit(100, sess.limits.historyNodes)
 	end := s.now()
 	floor := end.Add(-s.cfg.History.MaxAge)
@@ -141,7 +156,7 @@ func (s *Source) backfill(ctx context.Context, sess *session, gap map[*item]last
 		start := end
 		marks := make([]lastValue, n)
 		for i, it := range chunk {
-			marks[i] = gap[it]
+			marks[i] = s.gapPending[it]
 			if marks[i].ts.Before(start) {
 				start = marks[i].ts
 			}
@@ -153,10 +168,14 @@ func (s *Source) backfill(ctx context.Context, sess *session, gap map[*item]last
 		total += got
 		if err != nil {
 			s.m.errors.WithLabelValues("history").Inc()
-			s.log.Warn("history back-fill failed", "nodes", n, "error", err)
+			s.log.Warn("history back-fill failed; it is tried again", "nodes", n, "error", err)
 			if lostErr(err) {
 				return err
 			}
+			continue
+		}
+		for _, it := range chunk {
+			delete(s.gapPending, it)
 		}
 	}
 	if total > 0 {

@@ -392,7 +392,7 @@ func (s *Source) serve(ctx context.Context, sess *session, bo *backoff) error {
 		}
 	}
 	s.detectHistory(ctx, sess, *s.items.Load())
-	gap := s.gapMarks()
+	s.takeGapMarks()
 	if err := s.createItems(ctx, sess, s.itemsToCreate()); err != nil && lostErr(err) {
 		return err
 	}
@@ -413,7 +413,7 @@ func (s *Source) serve(ctx context.Context, sess *session, bo *backoff) error {
 	if hook := s.beforeBackfill.Load(); hook != nil {
 		(*hook)()
 	}
-	if err := s.backfill(ctx, sess, gap); err != nil && lostErr(err) {
+	if err := s.backfill(ctx, sess); err != nil && lostErr(err) {
 		return err
 	}
 
@@ -454,6 +454,9 @@ func (s *Source) serve(ctx context.Context, sess *session, bo *backoff) error {
 			s.takeOutUnknown(ctx, sess)
 		case <-retry.C:
 			err = s.createItems(ctx, sess, s.itemsToRetry())
+			if err == nil && len(s.gapPending) > 0 {
+				err = s.backfill(ctx, sess)
+			}
 		}
 		s.refreshItemMetrics()
 		if err != nil && lostErr(err) {

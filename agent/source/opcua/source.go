@@ -147,6 +147,10 @@ type Source struct {
 	wg      sync.WaitGroup
 	pwg     sync.WaitGroup
 
+	// gapPending holds, per historized node, the mark its back-fill has to
+	// read from, until that read succeeded (session goroutine only).
+	gapPending map[*item]lastValue
+
 	// Test hooks.
 	now func() time.Time
 	// beforeBackfill, when set, runs between subscribing and back-filling
