@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-plugin"
@@ -94,6 +93,7 @@ const stableAfter = time.Minute
 
 type instance struct {
 	client  *plugin.Client
+	cmd     *exec.Cmd // its Process signals through a pidfd: never another process
 	conn    *grpc.ClientConn // for the liveness check
 	dest    *destinationClient
 	src     *sourceClient
@@ -122,6 +122,7 @@ type host struct {
 	lastErr   error
 	restarts  int
 	probes    sync.WaitGroup // running liveness checks
+	kills     sync.WaitGroup // processes being ended by dropBecause
 	req       ConfigureRequest
 	info      ConfigureResponse
 	scrub     *Scrubber
@@ -267,7 +268,7 @@ func (h *host) get(ctx context.Context) (*instance, error) {
 		}
 		if h.closed {
 			h.mu.Unlock()
-			h.kill(inst.client, inst.pid, killGrace)
+			h.kill(inst.client, inst.cmd, killGrace)
 			return nil, ErrClosed
 		}
 		h.cur = inst
@@ -314,7 +315,7 @@ func (h *host) start() (*instance, error) {
 	})
 	rpc, err := client.Client()
 	if err != nil {
-		client.Kill()
+		h.kill(client, cmd, killGrace)
 		if errors.Is(err, plugin.ErrChecksumsDoNotMatch) {
 			if verr := VerifyChecksum(h.cfg.Path, h.cfg.SHA256); verr != nil {
 				return nil, verr
@@ -324,10 +325,10 @@ func (h *host) start() (*instance, error) {
 	}
 	raw, err := rpc.Dispense(h.kind)
 	if err != nil {
-		client.Kill()
+		h.kill(client, cmd, killGrace)
 		return nil, fmt.Errorf("start plugin %s: %w", h.cfg.Name, err)
 	}
-	inst := &instance{client: client, started: time.Now()}
+	inst := &instance{client: client, cmd: cmd, started: time.Now()}
 	if gc, ok := rpc.(*plugin.GRPCClient); ok {
 		inst.conn = gc.Conn
 	}
@@ -348,7 +349,7 @@ func (h *host) start() (*instance, error) {
 	h.mu.Unlock()
 	info, err := configure(ctx, req)
 	if err != nil {
-		h.kill(client, inst.pid, killGrace)
+		h.kill(client, cmd, killGrace)
 		if errors.Is(err, ErrUnsupported) {
 			return nil, fmt.Errorf("%w: %s does not serve a %s", ErrWrongKind, h.cfg.Path, h.kind)
 		}
@@ -405,7 +406,9 @@ func (h *host) dropBecause(inst *instance, cause error, msg string, grace time.D
 	h.metrics.Up(h.cfg.Name, false)
 	h.metrics.Restarted(h.cfg.Name)
 	h.log.Warn(msg, "pid", inst.pid, "error", h.errText(cause), "restart_in", wait.Round(time.Millisecond))
-	h.kill(inst.client, inst.pid, grace)
+	h.kills.Add(1)
+	defer h.kills.Done()
+	h.kill(inst.client, inst.cmd, grace)
 }
 
 // killGrace is how long a plugin process may take to stop when asked
@@ -416,8 +419,9 @@ const killGrace = 3 * time.Second
 // shut down and waits for that without a limit, so a process that cannot
 // answer (stopped, starved, or with a call stuck in the connector) would
 // hold it for ever: after grace it gets SIGKILL, and Kill then returns.
-// The pid is still the plugin's: go-plugin reaps it only once it exited.
-func (h *host) kill(client *plugin.Client, pid int, grace time.Duration) {
+// The signal goes through the process handle (a pidfd), so a process that
+// is already gone is never mistaken for another one with its pid.
+func (h *host) kill(client *plugin.Client, cmd *exec.Cmd, grace time.Duration) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -430,14 +434,16 @@ func (h *host) kill(client *plugin.Client, pid int, grace time.Duration) {
 		return
 	case <-t.C:
 	}
-	if pid > 0 {
-		h.log.Warn("plugin process did not stop when asked; killing it", "pid", pid)
-		_ = syscall.Kill(pid, syscall.SIGKILL)
+	if cmd == nil || cmd.Process == nil || client.Exited() {
+		<-done
+		return
 	}
+	h.log.Warn("plugin process did not stop when asked; killing it", "pid", cmd.Process.Pid)
+	_ = cmd.Process.Kill()
 	select {
 	case <-done:
 	case <-time.After(killGrace):
-		h.log.Error("plugin process did not go away after SIGKILL", "pid", pid)
+		h.log.Error("plugin process did not go away after SIGKILL (a child of it may hold its output open)", "pid", cmd.Process.Pid)
 	}
 }
 
@@ -569,12 +575,13 @@ func (h *host) close() error {
 		<-starting
 	}
 	if inst != nil {
-		h.kill(inst.client, inst.pid, killGrace)
+		h.kill(inst.client, inst.cmd, killGrace)
 		h.log.Info("plugin stopped", "pid", inst.pid)
 	}
 	// A check ends within HealthTimeout, or after killing a wedged process
-	// (bounded by kill).
+	// (bounded by kill); so does a process a failed call is ending.
 	h.probes.Wait()
+	h.kills.Wait()
 	h.metrics.Up(h.cfg.Name, false)
 	return nil
 }
