@@ -93,7 +93,7 @@ const stableAfter = time.Minute
 
 type instance struct {
 	client  *plugin.Client
-	cmd     *exec.Cmd // its Process signals through a pidfd: never another process
+	cmd     *exec.Cmd        // its Process signals through a pidfd: never another process
 	conn    *grpc.ClientConn // for the liveness check
 	dest    *destinationClient
 	src     *sourceClient
