@@ -2,6 +2,7 @@ package opcua
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"time"
@@ -150,6 +151,9 @@ func (s *Source) backfill(ctx context.Context, sess *session) error {
 	floor := end.Add(-s.cfg.History.MaxAge)
 	total := 0
 	for len(todo) > 0 {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		n := min(per, len(todo))
 		chunk := todo[:n]
 		todo = todo[n:]
@@ -164,18 +168,27 @@ func (s *Source) backfill(ctx context.Context, sess *session) error {
 		if start.Before(floor) {
 			start = floor
 		}
-		got, err := s.historyRead(ctx, sess, chunk, marks, start, end)
+		got, failed, err := s.historyRead(ctx, sess, chunk, marks, start, end)
 		total += got
 		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
 			s.m.errors.WithLabelValues("history").Inc()
 			s.log.Warn("history back-fill failed; it is tried again", "nodes", n, "error", err)
-			if lostErr(err) {
+			// A read that ran out of time (a slow historian, a long gap)
+			// is tried again on the next retry tick, not taken for a lost
+			// session: reconnecting would only read the same range again.
+			// The keep-alive notices a session that is really gone.
+			if lostErr(err) && !timeoutErr(err) {
 				return err
 			}
 			continue
 		}
-		for _, it := range chunk {
-			delete(s.gapPending, it)
+		for i, it := range chunk {
+			if !failed[i] {
+				delete(s.gapPending, it)
+			}
 		}
 	}
 	if total > 0 {
@@ -184,8 +197,17 @@ func (s *Source) backfill(ctx context.Context, sess *session) error {
 	return nil
 }
 
-// historyRead pages through HistoryRead for one chunk of nodes.
-func (s *Source) historyRead(ctx context.Context, sess *session, chunk []*item, marks []lastValue, start, end time.Time) (int, error) {
+// timeoutErr reports a request that ran out of time.
+func timeoutErr(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ua.StatusBadTimeout)
+}
+
+// historyRead pages through HistoryRead for one chunk of nodes. failed
+// marks the nodes whose read the server refused (other than "no history
+// here"): their gap stays pending. Only values after a node's own mark
+// count towards history.max_values_per_node.
+func (s *Source) historyRead(ctx context.Context, sess *session, chunk []*item, marks []lastValue, start, end time.Time) (total int, failed []bool, err error) {
+	failed = make([]bool, len(chunk))
 	details := &ua.ReadRawModifiedDetails{StartTime: start, EndTime: end, NumValuesPerNode: uint32(min(1000, s.cfg.History.MaxValuesPerNode))}
 	conts := make([][]byte, len(chunk))
 	active := make([]bool, len(chunk))
@@ -193,7 +215,6 @@ func (s *Source) historyRead(ctx context.Context, sess *session, chunk []*item, 
 	for i := range active {
 		active[i] = true
 	}
-	total := 0
 	for {
 		var idx []int
 		req := &ua.HistoryReadRequest{
@@ -211,7 +232,7 @@ func (s *Source) historyRead(ctx context.Context, sess *session, chunk []*item, 
 			}
 		}
 		if len(idx) == 0 {
-			return total, nil
+			return total, failed, nil
 		}
 		rctx, cancel := context.WithTimeout(ctx, s.cfg.Session.RequestTimeout)
 		var res *ua.HistoryReadResponse
@@ -228,10 +249,10 @@ func (s *Source) historyRead(ctx context.Context, sess *session, chunk []*item, 
 			err = res.ResponseHeader.ServiceResult
 		}
 		if err != nil {
-			return total, err
+			return total, failed, err
 		}
 		if len(res.Results) != len(idx) {
-			return total, fmt.Errorf("server answered %d history results for %d nodes", len(res.Results), len(idx))
+			return total, failed, fmt.Errorf("server answered %d history results for %d nodes", len(res.Results), len(idx))
 		}
 		var release []*ua.HistoryReadValueID
 		for j, r := range res.Results {
@@ -246,6 +267,8 @@ func (s *Source) historyRead(ctx context.Context, sess *session, chunk []*item, 
 				}
 				if st == ua.StatusBadHistoryOperationUnsupported || st == ua.StatusBadHistoryOperationInvalid {
 					it.historized.Store(false)
+				} else {
+					failed[i] = true
 				}
 				s.log.Warn("history read of a node failed", "node", it.key, "status", statusText(st))
 				continue
@@ -256,13 +279,24 @@ func (s *Source) historyRead(ctx context.Context, sess *session, chunk []*item, 
 					values = hd.DataValues
 				}
 			}
-			counts[i] += len(values)
+			for _, dv := range values {
+				if dv == nil {
+					continue
+				}
+				ts := dv.SourceTimestamp
+				if ts.IsZero() {
+					ts = dv.ServerTimestamp
+				}
+				if ts.After(marks[i].ts) {
+					counts[i]++ // values before the mark are skipped, not the gap's
+				}
+			}
 			total += len(values)
 			if len(values) > 0 {
 				select {
 				case s.history <- historyBatch{it: it, values: values, since: marks[i], epoch: sess.epoch}:
 				case <-ctx.Done():
-					return total, ctx.Err()
+					return total, failed, ctx.Err()
 				}
 			}
 			if len(r.ContinuationPoint) > 0 {

@@ -454,8 +454,12 @@ func (s *Source) serve(ctx context.Context, sess *session, bo *backoff) error {
 			s.takeOutUnknown(ctx, sess)
 		case <-retry.C:
 			err = s.createItems(ctx, sess, s.itemsToRetry())
-			if err == nil && len(s.gapPending) > 0 {
-				err = s.backfill(ctx, sess)
+			if !lostErr(err) && len(s.gapPending) > 0 {
+				// Items the server keeps refusing do not hold back the
+				// gaps of the others.
+				if berr := s.backfill(ctx, sess); berr != nil {
+					err = berr
+				}
 			}
 		}
 		s.refreshItemMetrics()
