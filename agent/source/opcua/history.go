@@ -122,6 +122,7 @@ func (s *Source) takeGapMarks() {
 		if p, ok := s.gapPending[it]; !ok || mk.ts.Before(p.ts) {
 			s.gapPending[it] = *mk
 		}
+		it.gapOpen.Store(true)
 	}
 }
 
@@ -135,7 +136,7 @@ func (s *Source) backfill(ctx context.Context, sess *session) error {
 	var todo []*item
 	for it := range s.gapPending {
 		if it.kind != kindValue || !it.historized.Load() || it.removed.Load() {
-			delete(s.gapPending, it)
+			s.closeGap(it)
 			continue
 		}
 		if it.sub != nil {
@@ -187,7 +188,7 @@ func (s *Source) backfill(ctx context.Context, sess *session) error {
 		}
 		for i, it := range chunk {
 			if !failed[i] {
-				delete(s.gapPending, it)
+				s.closeGap(it)
 			}
 		}
 	}
@@ -195,6 +196,13 @@ func (s *Source) backfill(ctx context.Context, sess *session) error {
 		s.log.Info("back-filled values missed while disconnected", "values", total)
 	}
 	return nil
+}
+
+// closeGap ends a node's pending gap: its back-fill is done (or no longer
+// possible), and its marks are committed again from the next value on.
+func (s *Source) closeGap(it *item) {
+	delete(s.gapPending, it)
+	it.gapOpen.Store(false)
 }
 
 // timeoutErr reports a request that ran out of time.

@@ -91,6 +91,10 @@ type item struct {
 	removed    atomic.Bool
 	recreate   atomic.Bool               // the server reported the node unknown
 	mark       atomic.Pointer[lastValue] // back-fill mark of historized nodes
+	// gapOpen is set while a back-fill of this node is owed: its mark is
+	// then not committed, so that an agent restart in the meantime reads
+	// the gap from where it began (a re-read value keeps its id).
+	gapOpen atomic.Bool
 
 	// Owned by the processor goroutine.
 	last      lastValue
@@ -564,7 +568,9 @@ func (s *Source) deliver(it *item, ev *pb.Event, lv lastValue) {
 	if it.historized.Load() && !lv.ts.IsZero() {
 		if mk := it.mark.Load(); mk == nil || lv.ts.After(mk.ts) {
 			it.mark.Store(&lv)
-			state = &buffer.StateWrite{Source: s.env.Name, Key: []byte(it.key), Value: encodeMark(lv)}
+			if !it.gapOpen.Load() {
+				state = &buffer.StateWrite{Source: s.env.Name, Key: []byte(it.key), Value: encodeMark(lv)}
+			}
 		}
 	}
 	s.pump.add(it.key, ev, state)

@@ -363,3 +363,48 @@ func TestBackfillMarksRestoredAtStart(t *testing.T) {
 		t.Fatal("B has a mark it never had")
 	}
 }
+
+// While a node's back-fill is owed, its mark is not committed: an agent
+// restarted before the back-fill succeeded reads the gap from where it
+// began. Once the gap is closed, marks are committed again.
+func TestMarkNotCommittedWhileGapOpen(t *testing.T) {
+	sink := &memSink{}
+	cfg := baseConfig("opc.tcp://127.0.0.1:1")
+	cfg.Nodes = []NodeConfig{{NodeID: "ns=2;s=A"}}
+	h := startSource(t, cfg, sink, "")
+	it := (*h.src.items.Load())[0]
+	it.historized.Store(true)
+	it.gapOpen.Store(true)
+	t0 := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+	deliver := func(sec int) {
+		dv := &ua.DataValue{EncodingMask: ua.DataValueValue | ua.DataValueSourceTimestamp, Value: ua.MustVariant(uint32(sec)),
+			SourceTimestamp: t0.Add(time.Duration(sec) * time.Second)}
+		ev, lv := buildValueEvent(it, dv, "DE-01", cfg.Endpoint, t0)
+		h.src.deliver(it, ev, lv)
+	}
+	committed := func() (lastValue, bool) {
+		var mk lastValue
+		found := false
+		_ = sink.ReadState(cfg.Name, func(k, v []byte) error {
+			if string(k) == "ns=2;s=A" {
+				mk, found = decodeMark(v)
+			}
+			return nil
+		})
+		return mk, found
+	}
+	deliver(1)
+	eventually(t, 5*time.Second, "the value delivered", func() bool { return len(sink.find("ns=2;s=A")) == 1 })
+	if mk, ok := committed(); ok {
+		t.Fatalf("mark %v committed while the gap is open", mk.ts)
+	}
+	if mk := it.mark.Load(); mk == nil || !mk.ts.Equal(t0.Add(time.Second)) {
+		t.Fatalf("in-memory mark %+v, want the delivered value's", mk)
+	}
+	h.src.closeGap(it)
+	deliver(2)
+	eventually(t, 5*time.Second, "the mark committed after the gap closed", func() bool {
+		mk, ok := committed()
+		return ok && mk.ts.Equal(t0.Add(2*time.Second))
+	})
+}
