@@ -162,11 +162,14 @@ func (p *Poller) Poll(ctx context.Context) (Result, error) {
 	}
 	p.statusMu.Lock()
 	p.status.Changes += uint64(res.Changes)
-	if err == nil {
+	switch {
+	case err == nil:
 		p.status.LastPoll, p.status.LastError = p.o.Now(), ""
-	} else {
+	case ctx.Err() == nil:
 		p.status.LastError = err.Error()
 	}
+	// A poll cut short by the shutdown is not a failure: the next start
+	// reads on from the stored cursor.
 	p.statusMu.Unlock()
 	if err != nil && ctx.Err() == nil {
 		p.log.Warn("change capture poll failed", "destination", dest, "error", err)

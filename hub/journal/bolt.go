@@ -561,7 +561,7 @@ func (j *Bolt) keepTail(group []commitReq, outcomes []Outcome, now time.Time) {
 // dropTail forgets tail records below first (pruned). j.mu held.
 func (j *Bolt) dropTail(first uint64) {
 	i := 0
-	for i < len(j.tail) && (first == 0 || j.tail[i].Position < first) {
+	for i < len(j.tail) && j.tail[i].Position < first {
 		i++
 	}
 	j.tail = j.tail[i:]

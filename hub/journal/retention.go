@@ -33,6 +33,7 @@ func (j *Bolt) Prune() (int, error) {
 
 func (j *Bolt) pruneOnce() (n int, more bool, err error) {
 	r := j.opts.Retention
+	var pruned uint64 // the newest position deleted
 	cutoff := j.opts.Now().Add(-r.MaxAge)
 	var st Stats
 	err = j.db.Update(func(tx *bolt.Tx) error {
@@ -58,6 +59,7 @@ func (j *Bolt) pruneOnce() (n int, more bool, err error) {
 			}
 			st.Bytes -= int64(len(v) + 8)
 			st.Records--
+			pruned = binary.BigEndian.Uint64(k)
 			if err := jb.Delete(k); err != nil {
 				return err
 			}
@@ -80,7 +82,7 @@ func (j *Bolt) pruneOnce() (n int, more bool, err error) {
 	// Commits run on the same goroutine, so nothing changed stats meanwhile.
 	j.stats = st
 	if n > 0 {
-		j.dropTail(st.FirstPosition)
+		j.dropTail(pruned + 1)
 	}
 	j.mu.Unlock()
 	return n, more, nil
