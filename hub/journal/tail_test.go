@@ -4,12 +4,12 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/plantsync/plantsync/internal/testclock"
 	pb "github.com/plantsync/plantsync/proto/plantsync/v1"
 )
 
@@ -137,10 +137,10 @@ func mustDecode(t *testing.T, raw []byte) *pb.Event {
 // decoded is never handed over twice, and records pruned meanwhile are
 // skipped, never handed over.
 func TestReadDecodedWhileCommittingAndPruning(t *testing.T) {
-	c := &lockedClock{t: time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)}
+	c := testclock.New(time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC))
 	// Pruning runs where the hub runs it: on the committer's goroutine,
 	// between commit groups, every millisecond.
-	j, err := OpenBolt(BoltOptions{Path: filepath.Join(t.TempDir(), "journal.db"), Retention: Retention{MaxAge: time.Hour, Interval: time.Millisecond}, Now: c.now})
+	j, err := OpenBolt(BoltOptions{Path: filepath.Join(t.TempDir(), "journal.db"), Retention: Retention{MaxAge: time.Hour, Interval: time.Millisecond}, Now: c.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +156,7 @@ func TestReadDecodedWhileCommittingAndPruning(t *testing.T) {
 				return
 			}
 			if i == batches/2 {
-				c.add(2 * time.Hour) // the first half becomes prunable
+				c.Add(2 * time.Hour) // the first half becomes prunable
 			}
 		}
 	}()
@@ -201,21 +201,4 @@ func TestReadDecodedWhileCommittingAndPruning(t *testing.T) {
 	if j.Stats().PrunedTotal == 0 {
 		t.Error("nothing was pruned: the test did not prune while committing")
 	}
-}
-
-type lockedClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *lockedClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *lockedClock) add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
 }

@@ -23,7 +23,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -34,6 +33,7 @@ import (
 	"github.com/plantsync/plantsync/hub/journal"
 	"github.com/plantsync/plantsync/hub/partner"
 	"github.com/plantsync/plantsync/hub/schema"
+	"github.com/plantsync/plantsync/internal/testclock"
 	pb "github.com/plantsync/plantsync/proto/plantsync/v1"
 )
 
@@ -46,30 +46,12 @@ const (
 	wmsToken   = "pst_partner_wms_test_token_00001"
 )
 
-// clock is the handler's clock; tests move it instead of sleeping.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 type env struct {
 	t       *testing.T
 	srv     *httptest.Server
 	journal *journal.Bolt
 	reg     *prometheus.Registry
-	clock   *clock
+	clock   *testclock.Clock
 }
 
 func writeSecret(t testing.TB, name, content string) string {
@@ -100,8 +82,8 @@ func start(t *testing.T, tlsCfg *tls.Config, cfgs ...partner.Config) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, journal: j, reg: prometheus.NewRegistry(), clock: &clock{t: time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)}}
-	h, err := partner.New(partner.Options{Partners: cfgs, Journal: j, Schemas: schema.New(), Registerer: e.reg, Now: e.clock.now})
+	e := &env{t: t, journal: j, reg: prometheus.NewRegistry(), clock: testclock.New(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))}
+	h, err := partner.New(partner.Options{Partners: cfgs, Journal: j, Schemas: schema.New(), Registerer: e.reg, Now: e.clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -490,7 +472,7 @@ func TestJournaledEvent(t *testing.T) {
 	ev := evs[0]
 	want := partner.EventID("acme", "CONF-4711-2")
 	if ev.GetId() != want || ev.GetAttributes()[partner.AttrPartnerID] != "CONF-4711-2" || ev.GetAttributes()["portal_user"] != "j.doe" ||
-		ev.GetSource().GetKind() != "partner" || ev.GetSource().GetName() != "acme" || !ev.GetObservedAt().AsTime().Equal(e.clock.now()) ||
+		ev.GetSource().GetKind() != "partner" || ev.GetSource().GetName() != "acme" || !ev.GetObservedAt().AsTime().Equal(e.clock.Now()) ||
 		ev.GetCorrelationId() != "PO-4711" || ev.GetSupplierConfirmation().GetLines()[0].GetQuantity().GetValue() != "100" {
 		t.Fatalf("journaled event: %v", ev)
 	}
@@ -520,11 +502,11 @@ func TestRateLimit(t *testing.T) {
 	if r := e.post(nil, "acme", confirmation("R-2"), bearer("wrong-token-wrong-token")...); r.code != http.StatusUnauthorized {
 		t.Fatalf("wrong token while limited: %d", r.code)
 	}
-	e.clock.add(1500 * time.Millisecond)
+	e.clock.Add(1500 * time.Millisecond)
 	if r := e.post(nil, "acme", confirmation("R-2"), bearer(acmeToken)...); r.code != http.StatusTooManyRequests || r.header.Get("Retry-After") != "1" {
 		t.Fatalf("after 1.5 s: %d Retry-After %q", r.code, r.header.Get("Retry-After"))
 	}
-	e.clock.add(2 * time.Second)
+	e.clock.Add(2 * time.Second)
 	if r := e.post(nil, "acme", confirmation("R-2"), bearer(acmeToken)...); r.code != http.StatusOK {
 		t.Fatalf("after Retry-After: %d %s", r.code, r.body)
 	}

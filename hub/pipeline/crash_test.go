@@ -14,6 +14,7 @@ import (
 
 	"github.com/plantsync/plantsync/hub/journal"
 	"github.com/plantsync/plantsync/internal/boltkv"
+	"github.com/plantsync/plantsync/internal/testclock"
 	pb "github.com/plantsync/plantsync/proto/plantsync/v1"
 )
 
@@ -111,7 +112,7 @@ func TestKilledMidStreamNeverSkipsOrDoubles(t *testing.T) {
 	}
 	defer j.Close()
 	e.journal = j
-	e.clock = newClock(clockAt)
+	e.clock = testclock.New(clockAt)
 	e.open(testConfig())
 	e.waitCursor(last)
 	seen := map[string]int{}

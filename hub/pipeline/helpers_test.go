@@ -6,7 +6,6 @@ import (
 	"context"
 	"google.golang.org/protobuf/encoding/protojson"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 
 	"github.com/plantsync/plantsync/hub/exceptions"
 	"github.com/plantsync/plantsync/hub/journal"
+	"github.com/plantsync/plantsync/internal/testclock"
 	pb "github.com/plantsync/plantsync/proto/plantsync/v1"
 )
 
@@ -46,32 +46,12 @@ func testConfig() Config {
 	return c
 }
 
-// testClock is a clock tests move while the pipeline reads it.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock(t time.Time) *testClock { return &testClock{t: t} }
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *testClock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 type env struct {
 	t       testing.TB
 	dir     string
 	journal *journal.Bolt
 	p       *Pipeline
-	clock   *testClock
+	clock   *testclock.Clock
 	seq     uint64
 	// retention is passed to the next open.
 	retention Retention
@@ -81,7 +61,7 @@ type env struct {
 func newEnv(t testing.TB, cfg Config) *env {
 	t.Helper()
 	e := &env{t: t, dir: t.TempDir()}
-	e.clock = newClock(clockAt)
+	e.clock = testclock.New(clockAt)
 	j, err := journal.OpenBolt(journal.BoltOptions{Path: filepath.Join(e.dir, "journal.db")})
 	if err != nil {
 		t.Fatal(err)

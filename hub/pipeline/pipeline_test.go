@@ -15,6 +15,7 @@ import (
 	"github.com/plantsync/plantsync/hub/exceptions"
 	"github.com/plantsync/plantsync/hub/journal"
 	"github.com/plantsync/plantsync/hub/outbox"
+	"github.com/plantsync/plantsync/internal/testclock"
 	pb "github.com/plantsync/plantsync/proto/plantsync/v1"
 )
 
@@ -187,7 +188,7 @@ func TestDeliveryFailureReplay(t *testing.T) {
 // exception, never a silent gap.
 func TestJournalGapIsAnException(t *testing.T) {
 	dir := t.TempDir()
-	clock := newClock(clockAt)
+	clock := testclock.New(clockAt)
 	j, err := journal.OpenBolt(journal.BoltOptions{Path: filepath.Join(dir, "journal.db"), Retention: journal.Retention{MaxAge: time.Hour}, Now: clock.Now})
 	if err != nil {
 		t.Fatal(err)

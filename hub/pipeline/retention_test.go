@@ -13,6 +13,7 @@ import (
 
 	"github.com/plantsync/plantsync/hub/journal"
 	"github.com/plantsync/plantsync/hub/outbox"
+	"github.com/plantsync/plantsync/internal/testclock"
 )
 
 func traceKeys(t *testing.T, p *Pipeline) int {
@@ -31,7 +32,7 @@ func traceKeys(t *testing.T, p *Pipeline) int {
 // go with their journal records, except those that lead to an exception.
 func TestPruneDeliveredEntriesAndTracesOfPrunedEvents(t *testing.T) {
 	dir := t.TempDir()
-	clock := newClock(clockAt)
+	clock := testclock.New(clockAt)
 	j, err := journal.OpenBolt(journal.BoltOptions{Path: filepath.Join(dir, "journal.db"), Retention: journal.Retention{MaxAge: 24 * time.Hour}, Now: clock.Now})
 	if err != nil {
 		t.Fatal(err)
