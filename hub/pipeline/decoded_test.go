@@ -1,37 +1,10 @@
 package pipeline
 
 import (
-	"context"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
-
-	"github.com/plantsync/plantsync/hub/journal"
-	pb "github.com/plantsync/plantsync/proto/plantsync/v1"
 )
-
-// journalDecoded commits events as ingest does: each with its decoded
-// form handed on (a copy: the pipeline changes it).
-func (e *env) journalDecoded(evs ...*pb.Event) (last uint64, handed []*pb.Event) {
-	e.t.Helper()
-	b := &journal.Batch{Producer: "agent:a1", Epoch: "e1"}
-	for _, ev := range evs {
-		e.seq++
-		raw, err := proto.Marshal(ev)
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		c := proto.Clone(ev).(*pb.Event)
-		handed = append(handed, c)
-		b.Events = append(b.Events, journal.Incoming{Sequence: e.seq, ID: ev.GetId(), Raw: raw, Decoded: c})
-	}
-	b.LastSequence = e.seq
-	o, err := e.journal.Commit(context.Background(), b)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return o.Results[len(o.Results)-1].Position, handed
-}
 
 // Events handed over decoded give exactly what the same events decoded
 // from the journal give: every outbox entry of every destination, and
@@ -41,7 +14,7 @@ func TestDecodedHandOverGivesTheSameResults(t *testing.T) {
 	evs = append(evs, shortage("x-1", "P-8000", "5"), completion("x-2", "PO-1", "P-4711", "0"))
 	from, handed := newEnv(t, testConfig()), newEnv(t, testConfig())
 	from.waitCursor(from.journalEvents(evs...))
-	last, decoded := handed.journalDecoded(evs...)
+	last, decoded := handed.journalBatch(evs, true)
 	handed.waitCursor(last)
 	// The pipeline worked on the handed-over events themselves
 	// (canonicalizing changes them), not on copies decoded again.

@@ -98,6 +98,15 @@ func (e *env) stop() {
 // position.
 func (e *env) journalEvents(evs ...*pb.Event) uint64 {
 	e.t.Helper()
+	last, _ := e.journalBatch(evs, false)
+	return last
+}
+
+// journalBatch commits events as one agent batch; with decoded, each goes
+// with its decoded form as ingest hands it on (a copy, returned: the
+// pipeline changes it).
+func (e *env) journalBatch(evs []*pb.Event, decoded bool) (last uint64, handed []*pb.Event) {
+	e.t.Helper()
 	b := &journal.Batch{Producer: "agent:a1", Epoch: "e1"}
 	for _, ev := range evs {
 		e.seq++
@@ -105,18 +114,22 @@ func (e *env) journalEvents(evs ...*pb.Event) uint64 {
 		if err != nil {
 			e.t.Fatal(err)
 		}
-		b.Events = append(b.Events, journal.Incoming{Sequence: e.seq, ID: ev.GetId(), Raw: raw})
+		in := journal.Incoming{Sequence: e.seq, ID: ev.GetId(), Raw: raw}
+		if decoded {
+			in.Decoded = proto.Clone(ev).(*pb.Event)
+			handed = append(handed, in.Decoded)
+		}
+		b.Events = append(b.Events, in)
 	}
 	b.LastSequence = e.seq
 	o, err := e.journal.Commit(context.Background(), b)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	var last uint64
 	for _, r := range o.Results {
 		last = max(last, r.Position)
 	}
-	return last
+	return last, handed
 }
 
 // waitCursor waits until the pipeline committed position pos.
