@@ -21,6 +21,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/plantsync/plantsync/internal/config"
+	"github.com/plantsync/plantsync/internal/pki"
 )
 
 // ErrTokensFile marks a tokens file that cannot be used.
@@ -173,42 +174,17 @@ func AppendToken(path, subject string, role Role, hash string) error {
 	if _, err := parse(path, out); err != nil {
 		return err
 	}
-	if replaceFile(path, out, mode, owner) == nil {
+	uid, gid := -1, -1
+	if owner != nil && (int(owner.Uid) != os.Getuid() || int(owner.Gid) != os.Getgid()) {
+		uid, gid = int(owner.Uid), int(owner.Gid)
+	}
+	if pki.WriteFileAtomicOwned(path, out, mode, uid, gid) == nil {
 		return nil
 	}
 	if err := os.WriteFile(path, out, mode); err != nil {
 		return fmt.Errorf("%w: write %s: %v", ErrTokensFile, path, err)
 	}
 	return nil
-}
-
-// replaceFile writes data to a new file beside path and renames it over
-// path, with mode and owner (nil: this process's). It fails, leaving path
-// as it was, where that cannot be done: a folder it may not write, an
-// owner it may not give, a file that cannot be renamed over (a bind mount).
-func replaceFile(path string, data []byte, mode os.FileMode, owner *syscall.Stat_t) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // after the rename: nothing to remove
-	_, err = tmp.Write(data)
-	if err == nil {
-		err = tmp.Chmod(mode)
-	}
-	if err == nil && owner != nil && (int(owner.Uid) != os.Getuid() || int(owner.Gid) != os.Getgid()) {
-		err = tmp.Chown(int(owner.Uid), int(owner.Gid))
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	return err
 }
 
 // Guard authenticates API requests. The zero value refuses everything.

@@ -34,7 +34,14 @@ const (
 // or the new content, never a torn file: it writes a temporary file in the
 // same directory, fsyncs it, renames it over path and fsyncs the directory.
 // The file gets exactly perm, regardless of the umask.
-func WriteFileAtomic(path string, data []byte, perm fs.FileMode) (err error) {
+func WriteFileAtomic(path string, data []byte, perm fs.FileMode) error {
+	return WriteFileAtomicOwned(path, data, perm, -1, -1)
+}
+
+// WriteFileAtomicOwned is WriteFileAtomic giving the new file uid and gid
+// (-1 keeps this process's), e.g. those of the file it replaces. Where the
+// owner cannot be given, path is left as it was.
+func WriteFileAtomicOwned(path string, data []byte, perm fs.FileMode, uid, gid int) (err error) {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
@@ -49,6 +56,11 @@ func WriteFileAtomic(path string, data []byte, perm fs.FileMode) (err error) {
 	}()
 	if err := f.Chmod(perm); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if uid != -1 || gid != -1 {
+		if err := f.Chown(uid, gid); err != nil {
+			return fmt.Errorf("write %s: %w", path, err)
+		}
 	}
 	if _, err := f.Write(data); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)

@@ -17,6 +17,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/plantsync/plantsync/internal/pki"
 )
 
 // ErrUntrustedServer is wrapped by the error for a server certificate that
@@ -120,7 +122,7 @@ func writeTrusted(dir string, der []byte) (string, error) {
 		return "", fmt.Errorf("trust folder: %w", err)
 	}
 	p := filepath.Join(dir, Fingerprint(der)[:16]+".der")
-	if err := writeFileAtomic(p, leaf(der), 0o644); err != nil {
+	if err := pki.WriteFileAtomic(p, leaf(der), 0o644); err != nil {
 		return "", fmt.Errorf("store certificate: %w", err)
 	}
 	return p, nil
@@ -233,10 +235,10 @@ func generateIdentity(certPath, keyPath, appURI string) error {
 	}
 	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})
 	// The key first: a certificate without its key would be unusable.
-	if err := writeFileAtomic(keyPath, keyPEM, 0o600); err != nil {
+	if err := pki.WriteFileAtomic(keyPath, keyPEM, 0o600); err != nil {
 		return fmt.Errorf("%w: %w", ErrCertificate, err)
 	}
-	if err := writeFileAtomic(certPath, der, 0o644); err != nil {
+	if err := pki.WriteFileAtomic(certPath, der, 0o644); err != nil {
 		return fmt.Errorf("%w: %w", ErrCertificate, err)
 	}
 	return nil
@@ -285,29 +287,6 @@ func certSubject(der []byte) (string, time.Time) {
 	return s, c.NotAfter
 }
 
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
-}
 
 func readSecret(file, env string) (string, error) {
 	if file != "" {
