@@ -287,7 +287,6 @@ func certSubject(der []byte) (string, time.Time) {
 	return s, c.NotAfter
 }
 
-
 func readSecret(file, env string) (string, error) {
 	if file != "" {
 		b, err := os.ReadFile(file)
