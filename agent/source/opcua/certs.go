@@ -15,9 +15,9 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
+	"github.com/plantsync/plantsync/internal/config"
 	"github.com/plantsync/plantsync/internal/pki"
 )
 
@@ -289,15 +289,7 @@ func certSubject(der []byte) (string, time.Time) {
 
 func readSecret(file, env string) (string, error) {
 	if file != "" {
-		b, err := os.ReadFile(file)
-		if err != nil {
-			return "", fmt.Errorf("auth.password_file: %w", err)
-		}
-		return strings.TrimRight(string(b), "\r\n"), nil
+		return config.Secret("auth.password_file", "file:"+file)
 	}
-	v, ok := os.LookupEnv(env)
-	if !ok {
-		return "", fmt.Errorf("auth.password_env: environment variable %s is not set", env)
-	}
-	return v, nil
+	return config.Secret("auth.password_env", "env:"+env)
 }

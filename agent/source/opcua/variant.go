@@ -67,46 +67,35 @@ func setObservation(obs *pb.Observation, v *ua.Variant) string {
 		obs.Value = &pb.Observation_StringValue{StringValue: s}
 		return s
 	}
+	s := scalarText(v.Value(), 0)
 	switch x := v.Value().(type) {
 	case bool:
 		obs.Value = &pb.Observation_BoolValue{BoolValue: x}
-		return strconv.FormatBool(x)
 	case int8:
 		obs.Value = &pb.Observation_IntValue{IntValue: int64(x)}
-		return strconv.FormatInt(int64(x), 10)
 	case int16:
 		obs.Value = &pb.Observation_IntValue{IntValue: int64(x)}
-		return strconv.FormatInt(int64(x), 10)
 	case int32:
 		obs.Value = &pb.Observation_IntValue{IntValue: int64(x)}
-		return strconv.FormatInt(int64(x), 10)
 	case int64:
 		obs.Value = &pb.Observation_IntValue{IntValue: x}
-		return strconv.FormatInt(x, 10)
 	case uint8:
 		obs.Value = &pb.Observation_UintValue{UintValue: uint64(x)}
-		return strconv.FormatUint(uint64(x), 10)
 	case uint16:
 		obs.Value = &pb.Observation_UintValue{UintValue: uint64(x)}
-		return strconv.FormatUint(uint64(x), 10)
 	case uint32:
 		obs.Value = &pb.Observation_UintValue{UintValue: uint64(x)}
-		return strconv.FormatUint(uint64(x), 10)
 	case uint64:
 		obs.Value = &pb.Observation_UintValue{UintValue: x}
-		return strconv.FormatUint(x, 10)
 	case float32:
 		obs.Value = &pb.Observation_DoubleValue{DoubleValue: float64(x)}
-		return formatFloat(float64(x), 32)
 	case float64:
 		obs.Value = &pb.Observation_DoubleValue{DoubleValue: x}
-		return formatFloat(x, 64)
 	case []byte:
 		obs.Value = &pb.Observation_BytesValue{BytesValue: x}
-		return base64.StdEncoding.EncodeToString(x)
+	default:
+		obs.Value = &pb.Observation_StringValue{StringValue: s}
 	}
-	s := scalarText(v.Value(), 0)
-	obs.Value = &pb.Observation_StringValue{StringValue: s}
 	return s
 }
 
@@ -338,5 +327,4 @@ func specName(n string) string {
 	return strings.ReplaceAll(strings.TrimPrefix(n, "Status"), "ID", "Id")
 }
 
-func isBad(s ua.StatusCode) bool       { return uint32(s)&0x80000000 != 0 }
-func isUncertain(s ua.StatusCode) bool { return uint32(s)&0xC0000000 == 0x40000000 }
+func isBad(s ua.StatusCode) bool { return uint32(s)&0x80000000 != 0 }
