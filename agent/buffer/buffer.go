@@ -299,8 +299,8 @@ func (b *Buffer) load(existed bool) (err error) {
 		if next == 0 {
 			return fmt.Errorf("%w: %s: next sequence missing", ErrCorrupt, b.path)
 		}
-		if k, _ := events.Cursor().Last(); k != nil && binary.BigEndian.Uint64(k) >= next {
-			return fmt.Errorf("%w: %s: stored sequence %d is beyond the recorded next sequence %d", ErrCorrupt, b.path, binary.BigEndian.Uint64(k), next)
+		if k, _ := events.Cursor().Last(); k != nil && boltkv.ToU64(k) >= next {
+			return fmt.Errorf("%w: %s: stored sequence %d is beyond the recorded next sequence %d", ErrCorrupt, b.path, boltkv.ToU64(k), next)
 		}
 		b.stats = Stats{
 			Epoch:        b.epoch,
@@ -477,7 +477,7 @@ func (b *Buffer) ReadAfter(after uint64, maxEvents int, maxBytes int) (Batch, er
 			if len(out.Events) >= maxEvents || (size > 0 && size+len(v) > maxBytes) {
 				break
 			}
-			seq := binary.BigEndian.Uint64(k)
+			seq := boltkv.ToU64(k)
 			if out.First == 0 {
 				out.First = seq
 			}

@@ -1,7 +1,6 @@
 package buffer
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
@@ -313,7 +312,7 @@ func deleteThrough(events *bolt.Bucket, st *Stats, from, through uint64) error {
 	// Cursor.Delete keeps the cursor in place, so Next continues with the
 	// following key without a new seek per deleted event.
 	c := events.Cursor()
-	for k, v := c.Seek(boltkv.U64(from)); k != nil && binary.BigEndian.Uint64(k) <= through; k, v = c.Next() {
+	for k, v := c.Seek(boltkv.U64(from)); k != nil && boltkv.ToU64(k) <= through; k, v = c.Next() {
 		size := int64(len(k) + len(v))
 		if err := c.Delete(); err != nil {
 			return err
@@ -333,7 +332,7 @@ func dropOldest(events *bolt.Bucket, st *Stats, from uint64, need int64) ([]*pb.
 	var freed int64
 	c := events.Cursor()
 	for k, v := c.Seek(boltkv.U64(from)); k != nil && freed < need; k, v = c.Seek(boltkv.U64(from)) {
-		seq := binary.BigEndian.Uint64(k)
+		seq := boltkv.ToU64(k)
 		var ev pb.Event
 		if err := proto.Unmarshal(v, &ev); err == nil && ev.GetType() == overflowEventType {
 			ranges = append(ranges, ev.GetBufferOverflow().GetDropped()...)

@@ -1,7 +1,6 @@
 package mqtt
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +11,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/plantsync/plantsync/internal/boltkv"
 )
 
 // ErrNotQuarantined is returned for a quarantine id that is not (or no
@@ -86,12 +87,6 @@ func openQuarantine(dir string, maxEntries int) (*quarantine, error) {
 	return q, nil
 }
 
-func idKey(id uint64) []byte {
-	k := make([]byte, 8)
-	binary.BigEndian.PutUint64(k, id)
-	return k
-}
-
 // put stores a message (or counts a repeat of it) and returns its entry.
 // evicted tells how many old entries made room.
 func (q *quarantine) put(topic string, payload []byte, qos byte, reason, location string, now time.Time) (e QuarantineEntry, evicted int, err error) {
@@ -107,19 +102,16 @@ func (q *quarantine) put(topic string, payload []byte, qos byte, reason, locatio
 				return putJSON(entries, k, e)
 			}
 		}
-		id := uint64(1)
-		if v := meta.Get(keyNextID); len(v) == 8 {
-			id = binary.BigEndian.Uint64(v)
-		}
-		if err := meta.Put(keyNextID, idKey(id+1)); err != nil {
+		id := max(boltkv.GetU64(meta, keyNextID), 1)
+		if err := boltkv.PutU64(meta, keyNextID, id+1); err != nil {
 			return err
 		}
 		e = QuarantineEntry{ID: id, Topic: topic, Payload: payload, QoS: qos, Reason: reason, Location: location,
 			Count: 1, FirstSeen: now, LastSeen: now, Hash: fmt.Sprintf("%x", h[:])}
-		if err := putJSON(entries, idKey(id), e); err != nil {
+		if err := putJSON(entries, boltkv.U64(id), e); err != nil {
 			return err
 		}
-		if err := byHash.Put(h[:], idKey(id)); err != nil {
+		if err := byHash.Put(h[:], boltkv.U64(id)); err != nil {
 			return err
 		}
 		n := q.entries + 1
@@ -161,7 +153,7 @@ func (q *quarantine) list(after uint64, limit int) ([]QuarantineEntry, error) {
 	var out []QuarantineEntry
 	err := q.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketEntries).Cursor()
-		for k, v := c.Seek(idKey(after + 1)); k != nil && len(out) < limit; k, v = c.Next() {
+		for k, v := c.Seek(boltkv.U64(after + 1)); k != nil && len(out) < limit; k, v = c.Next() {
 			var e QuarantineEntry
 			if err := json.Unmarshal(v, &e); err != nil {
 				return fmt.Errorf("entry %x: %w", k, err)
@@ -176,7 +168,7 @@ func (q *quarantine) list(after uint64, limit int) ([]QuarantineEntry, error) {
 func (q *quarantine) get(id uint64) (QuarantineEntry, error) {
 	var e QuarantineEntry
 	err := q.db.View(func(tx *bolt.Tx) error {
-		raw := tx.Bucket(bucketEntries).Get(idKey(id))
+		raw := tx.Bucket(bucketEntries).Get(boltkv.U64(id))
 		if raw == nil {
 			return fmt.Errorf("%w: %d", ErrNotQuarantined, id)
 		}
@@ -192,19 +184,19 @@ func (q *quarantine) remove(id uint64) error {
 	removed := false
 	err := q.db.Update(func(tx *bolt.Tx) error {
 		entries := tx.Bucket(bucketEntries)
-		raw := entries.Get(idKey(id))
+		raw := entries.Get(boltkv.U64(id))
 		if raw == nil {
 			return fmt.Errorf("%w: %d", ErrNotQuarantined, id)
 		}
 		var e QuarantineEntry
 		if json.Unmarshal(raw, &e) == nil {
 			h := hashMessage(e.Topic, e.Payload)
-			if k := tx.Bucket(bucketByHash).Get(h[:]); k != nil && binary.BigEndian.Uint64(k) == id {
+			if k := tx.Bucket(bucketByHash).Get(h[:]); k != nil && boltkv.ToU64(k) == id {
 				_ = tx.Bucket(bucketByHash).Delete(h[:])
 			}
 		}
 		removed = true
-		return entries.Delete(idKey(id))
+		return entries.Delete(boltkv.U64(id))
 	})
 	if removed && err == nil {
 		q.entries--
@@ -218,7 +210,7 @@ func (q *quarantine) update(id uint64, reason, location string) error {
 	defer q.mu.Unlock()
 	return q.db.Update(func(tx *bolt.Tx) error {
 		entries := tx.Bucket(bucketEntries)
-		raw := entries.Get(idKey(id))
+		raw := entries.Get(boltkv.U64(id))
 		if raw == nil {
 			return fmt.Errorf("%w: %d", ErrNotQuarantined, id)
 		}
@@ -227,7 +219,7 @@ func (q *quarantine) update(id uint64, reason, location string) error {
 			return err
 		}
 		e.Reason, e.Location = reason, location
-		return putJSON(entries, idKey(id), e)
+		return putJSON(entries, boltkv.U64(id), e)
 	})
 }
 
