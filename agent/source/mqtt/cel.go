@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 
 	"cel.dev/cel-go/cel"
 	"cel.dev/cel-go/common/types"
@@ -26,6 +27,11 @@ const celCostLimit = 1_000_000
 
 // errCELDouble explains why a double cannot become a decimal field.
 var errCELDouble = errors.New("is a floating-point number; decimal fields take text or integers (floats lose exactness): compute with dec_add/dec_sub/dec_mul over raw.<field>")
+
+// sharedCELEnv is built once: the environment never changes, and every
+// subscription is compiled at validation and again at start. A cel.Env is
+// safe for concurrent use.
+var sharedCELEnv = sync.OnceValues(newCELEnv)
 
 func newCELEnv() (*cel.Env, error) {
 	decimalBinary := func(op string) cel.EnvOption {

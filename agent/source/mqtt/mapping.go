@@ -177,12 +177,10 @@ func compileSubscription(s Subscription, prefix string) (*compiledSub, []error) 
 			add("qos: %d; want 0, 1 or 2 (1 recommended: acked after the buffer commit)", s.QoS)
 		}
 	}
-	var env *cel.Env
 	celEnv := func() *cel.Env {
-		if env == nil {
-			if env, err = newCELEnv(); err != nil {
-				add("cel: %v", err) // not expected: the environment is fixed
-			}
+		env, err := sharedCELEnv()
+		if err != nil {
+			add("cel: %v", err) // not expected: the environment is fixed
 		}
 		return env
 	}

@@ -53,6 +53,10 @@ type Source struct {
 	window *recentIDs
 	sp     *sparkplugState
 	hostTS time.Time // Sparkplug STATE timestamp of this run
+	// stateTopic and onlineState are this host's STATE topic and online
+	// payload, fixed for the run (set with hostTS).
+	stateTopic  string
+	onlineState []byte
 
 	client   paho.Client
 	q        *quarantine
@@ -173,7 +177,9 @@ func (s *Source) clientOptions() (*paho.ClientOptions, error) {
 		})
 	if host := c.Sparkplug.HostID; host != "" {
 		s.hostTS = time.Now()
-		opts.SetBinaryWill(s.stateTopic(), hostState(false, s.hostTS), 1, true)
+		s.stateTopic = sparkplugNamespace + "/" + spSTATE + "/" + host
+		s.onlineState = hostState(true, s.hostTS)
+		opts.SetBinaryWill(s.stateTopic, hostState(false, s.hostTS), 1, true)
 	}
 	return opts, nil
 }
@@ -199,10 +205,6 @@ func (t TLSConfig) build() (*tls.Config, error) {
 		tc.Certificates = []tls.Certificate{cert}
 	}
 	return tc, nil
-}
-
-func (s *Source) stateTopic() string {
-	return sparkplugNamespace + "/" + spSTATE + "/" + s.cfg.Sparkplug.HostID
 }
 
 // Start opens the quarantine, loads the committed source state and
@@ -288,7 +290,7 @@ func (s *Source) onConnect(c paho.Client) {
 		filters[cs.topic.filter] = max(filters[cs.topic.filter], cs.cfg.QoS.Level())
 	}
 	if s.cfg.Sparkplug.HostID != "" {
-		filters[s.stateTopic()] = 1
+		filters[s.stateTopic] = 1
 	}
 	tok := c.SubscribeMultiple(filters, nil)
 	if !tok.WaitTimeout(s.cfg.ConnectTimeout) || tok.Error() != nil {
@@ -318,7 +320,7 @@ func (s *Source) onConnect(c paho.Client) {
 		}
 	}
 	if s.cfg.Sparkplug.HostID != "" {
-		ptok := c.Publish(s.stateTopic(), 1, true, hostState(true, s.hostTS))
+		ptok := c.Publish(s.stateTopic, 1, true, s.onlineState)
 		if !ptok.WaitTimeout(s.cfg.ConnectTimeout) || ptok.Error() != nil {
 			s.log.Warn("sparkplug STATE online not confirmed", "error", ptok.Error())
 		}
@@ -361,7 +363,7 @@ func (s *Source) onMessage(_ paho.Client, pm paho.Message) {
 	if !s.accepting.Load() {
 		return // not acknowledged: redelivered next session
 	}
-	if s.cfg.Sparkplug.HostID != "" && pm.Topic() == s.stateTopic() {
+	if s.cfg.Sparkplug.HostID != "" && pm.Topic() == s.stateTopic {
 		s.onOwnState(pm)
 		s.acks.push(pm, recv)
 		return
@@ -385,10 +387,10 @@ func (s *Source) onMessage(_ paho.Client, pm paho.Message) {
 // onOwnState re-asserts the host's online STATE if the broker shows it
 // offline (e.g. the will of a connection that died after the new one came).
 func (s *Source) onOwnState(pm paho.Message) {
-	if string(pm.Payload()) == string(hostState(true, s.hostTS)) {
+	if string(pm.Payload()) == string(s.onlineState) {
 		return
 	}
-	s.goPublish(s.stateTopic(), 1, true, hostState(true, s.hostTS))
+	s.goPublish(s.stateTopic, 1, true, s.onlineState)
 }
 
 // match finds the first subscription whose filter matches topic.
@@ -654,7 +656,7 @@ func (s *Source) Shutdown(ctx context.Context) error {
 	}
 	s.acks.drain()
 	if s.cfg.Sparkplug.HostID != "" && s.client.IsConnectionOpen() {
-		tok := s.client.Publish(s.stateTopic(), 1, true, hostState(false, s.hostTS))
+		tok := s.client.Publish(s.stateTopic, 1, true, hostState(false, s.hostTS))
 		tok.WaitTimeout(min(time.Second, untilDeadline(ctx)))
 	}
 	quiesce := uint(250)
