@@ -34,13 +34,11 @@ func newAcker(host *sdk.SourceHost) *acker {
 	return a
 }
 
-// add registers a batch ending at seq last; it returns the batch's slot
-// number for done.
-func (a *acker) add(last uint64) uint64 {
+// add registers a batch ending at seq last; done(last) completes it.
+func (a *acker) add(last uint64) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.slots = append(a.slots, slot{last: last})
-	return last
 }
 
 // done marks the batch ending at last committed and advances the prefix.

@@ -231,7 +231,7 @@ func (s *Source) read(ctx context.Context, host *sdk.SourceHost) error {
 			events[i] = s.event(r, now)
 		}
 		last := recs[len(recs)-1].Seq
-		slot := a.add(last)
+		a.add(last)
 		inflight.Add(1)
 		err := s.env.Sink.AppendAsync(rctx, events, func(_, _ uint64, err error) {
 			defer inflight.Done()
@@ -240,7 +240,7 @@ func (s *Source) read(ctx context.Context, host *sdk.SourceHost) error {
 				return
 			}
 			s.records.Add(float64(len(events)))
-			a.done(slot)
+			a.done(last)
 		})
 		if err != nil {
 			inflight.Done()
