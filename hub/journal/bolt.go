@@ -76,6 +76,7 @@ type Bolt struct {
 	log  *slog.Logger
 
 	reqs      chan commitReq
+	pruneReqs chan chan pruneResult
 	closing   chan struct{}
 	stop      chan struct{}
 	finished  chan struct{}
@@ -123,11 +124,12 @@ func OpenBolt(opts BoltOptions) (*Bolt, error) {
 	}
 	j := &Bolt{
 		db: db, opts: opts, log: opts.Logger,
-		reqs:     make(chan commitReq, 256),
-		closing:  make(chan struct{}),
-		stop:     make(chan struct{}),
-		finished: make(chan struct{}),
-		notify:   make(chan struct{}),
+		reqs:      make(chan commitReq, 256),
+		pruneReqs: make(chan chan pruneResult),
+		closing:   make(chan struct{}),
+		stop:      make(chan struct{}),
+		finished:  make(chan struct{}),
+		notify:    make(chan struct{}),
 	}
 	if err := j.load(); err != nil {
 		_ = db.Close()
@@ -227,9 +229,13 @@ func (j *Bolt) run() {
 		case r := <-j.reqs:
 			group = append(group, r)
 		case <-prune:
-			if _, err := j.Prune(); err != nil {
+			if _, err := j.prune(); err != nil {
 				j.log.Error("journal pruning failed", "error", err)
 			}
+			continue
+		case reply := <-j.pruneReqs:
+			n, err := j.prune()
+			reply <- pruneResult{n, err}
 			continue
 		case <-j.stop:
 			j.drain()

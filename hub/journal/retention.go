@@ -15,9 +15,33 @@ import (
 const pruneChunk = 10000
 
 // Prune deletes records beyond the retention bounds, oldest first, with
-// their dedup index entries. It returns how many it deleted. Pruning runs on
-// the committer goroutine (every Retention.Interval); tests call it directly.
+// their dedup index entries, and returns how many it deleted. It runs on the
+// committer goroutine, between commit groups (both keep the journal's
+// counts), as the pass every Retention.Interval does.
 func (j *Bolt) Prune() (int, error) {
+	reply := make(chan pruneResult, 1)
+	j.sendMu.RLock()
+	closed := j.closed
+	j.sendMu.RUnlock()
+	if closed {
+		return 0, ErrClosed
+	}
+	select {
+	case j.pruneReqs <- reply:
+	case <-j.closing:
+		return 0, ErrClosed
+	}
+	r := <-reply
+	return r.n, r.err
+}
+
+type pruneResult struct {
+	n   int
+	err error
+}
+
+// prune is Prune on the committer goroutine.
+func (j *Bolt) prune() (int, error) {
 	total := 0
 	for {
 		n, more, err := j.pruneOnce()
