@@ -320,19 +320,23 @@ func (b *Bolt) GetTx(tx *bolt.Tx, id uint64) (*Exception, error) {
 	return &e, nil
 }
 
-// PutTx rewrites an exception, keeping the open count right.
+// PutTx rewrites an exception, keeping the open count right. Whether it
+// was open is the open index's to say: the stored record is not decoded.
 func (b *Bolt) PutTx(tx *bolt.Tx, e *Exception) error {
-	old, err := b.GetTx(tx, e.ID)
-	if err != nil {
-		return err
+	key := boltkv.U64(e.ID)
+	if tx.Bucket(bucketExceptions).Get(key) == nil {
+		return fmt.Errorf("%w: %d", ErrNotFound, e.ID)
 	}
+	// Index values are empty (nil from Get), so look the key up.
+	k, _ := tx.Bucket(bucketOpen).Cursor().Seek(key)
+	wasOpen := bytes.Equal(k, key)
 	if err := b.put(tx, e); err != nil {
 		return err
 	}
 	switch {
-	case old.State == StateOpen && e.State != StateOpen:
+	case wasOpen && e.State != StateOpen:
 		return b.count(tx, -1)
-	case old.State != StateOpen && e.State == StateOpen:
+	case !wasOpen && e.State == StateOpen:
 		return b.count(tx, 1)
 	}
 	return nil
