@@ -227,7 +227,8 @@ func (p *Poller) poll(ctx context.Context) (Result, error) {
 				if err != nil {
 					return res, fmt.Errorf("encode event of change %s: %w", c.ID, err)
 				}
-				b.Events = append(b.Events, journal.Incoming{ID: ev.GetId(), Raw: raw})
+				// The pipeline takes the decoded event from here on.
+				b.Events = append(b.Events, journal.Incoming{ID: ev.GetId(), Raw: raw, Decoded: ev})
 			}
 		}
 		p.countChanges("own", own)

@@ -329,7 +329,8 @@ func (h *Handler) commit(w http.ResponseWriter, p *partnerState, results []Resul
 				// Decoded events always marshal; refuse rather than crash.
 				return answer(w, http.StatusInternalServerError, Refusal{Error: fmt.Sprintf("event %d: encode: %v", i, err)})
 			}
-			b.Events = append(b.Events, journal.Incoming{ID: events[i].GetId(), Raw: raw})
+			// The pipeline takes the decoded event from here on.
+			b.Events = append(b.Events, journal.Incoming{ID: events[i].GetId(), Raw: raw, Decoded: events[i]})
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
 		out, err := h.journal.Commit(ctx, b)
