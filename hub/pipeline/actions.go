@@ -287,16 +287,9 @@ func buildAlert(b *builder) (any, string) {
 		d.Details["item"], d.Details["lot"] = q.GetItem(), q.GetLot()
 	case *pb.Event_BufferOverflow:
 		d.Severity = alerts.SeverityCritical
-		var n uint64
-		var ranges []string
-		for _, r := range p.BufferOverflow.GetDropped() {
-			if r.GetLast() >= r.GetFirst() {
-				n += r.GetLast() - r.GetFirst() + 1
-			}
-			ranges = append(ranges, fmt.Sprintf("%d-%d", r.GetFirst(), r.GetLast()))
-		}
+		n, ranges := droppedSummary(p.BufferOverflow)
 		d.Title = fmt.Sprintf("Agent buffer overflow at %s: %d events dropped", b.plant, n)
-		d.Message = fmt.Sprintf("The agent's buffer was full and dropped sequences %s under policy %s.", strings.Join(ranges, ", "), p.BufferOverflow.GetPolicy())
+		d.Message = fmt.Sprintf("The agent's buffer was full and dropped sequences %s under policy %s.", ranges, p.BufferOverflow.GetPolicy())
 		d.Details["dropped"] = fmt.Sprint(n)
 		d.Details["source"] = ev.GetSource().GetUri()
 	case *pb.Event_SourceError:

@@ -96,22 +96,21 @@ func (p *Pipeline) deliverBatch(d Destination, es []outbox.Snapshot) error {
 	for i := range es {
 		outcomes[i] = outbox.Outcome{Seq: es[i].Seq, State: outbox.StateDelivered, ExternalRef: "log", Attempts: 1, At: now}
 	}
-	if d.Type != "alerts" {
-		return p.db.Update(func(tx *bolt.Tx) error {
-			return p.outbox.CompleteSnapshotsTx(tx, d.Name, es, outcomes, nil)
-		})
-	}
 	return p.db.Update(func(tx *bolt.Tx) error {
-		return p.outbox.CompleteSnapshotsTx(tx, d.Name, es, outcomes, func(e *outbox.Entry) error {
-			a, err := p.alerts.RaiseTx(tx, e.Document, e.IdempotencyKey, now)
-			if err != nil {
-				// A document the alerts store cannot read is parked for
-				// people instead of blocking every later alert.
-				e.State, e.Message = outbox.StateFailed, err.Error()
+		var raise func(e *outbox.Entry) error
+		if d.Type == "alerts" {
+			raise = func(e *outbox.Entry) error {
+				a, err := p.alerts.RaiseTx(tx, e.Document, e.IdempotencyKey, now)
+				if err != nil {
+					// A document the alerts store cannot read is parked
+					// for people instead of blocking every later alert.
+					e.State, e.Message = outbox.StateFailed, err.Error()
+					return nil
+				}
+				e.ExternalRef = fmt.Sprintf("alert:%d", a.ID)
 				return nil
 			}
-			e.ExternalRef = fmt.Sprintf("alert:%d", a.ID)
-			return nil
-		})
+		}
+		return p.outbox.CompleteSnapshotsTx(tx, d.Name, es, outcomes, raise)
 	})
 }

@@ -230,18 +230,24 @@ func (p *plan) build(st *step, ev *pb.Event, set *crosswalk.Set, now time.Time, 
 	return out, nil
 }
 
+// droppedSummary counts the events a buffer.overflow report says were
+// dropped and lists its sequence ranges ("4-9, 12-12").
+func droppedSummary(bo *pb.BufferOverflow) (n uint64, ranges string) {
+	var rs []string
+	for _, r := range bo.GetDropped() {
+		if r.GetLast() >= r.GetFirst() {
+			n += r.GetLast() - r.GetFirst() + 1
+		}
+		rs = append(rs, fmt.Sprintf("%d-%d", r.GetFirst(), r.GetLast()))
+	}
+	return n, strings.Join(rs, ", ")
+}
+
 func operationalReason(ev *pb.Event) string {
 	switch p := ev.GetPayload().(type) {
 	case *pb.Event_BufferOverflow:
-		var n uint64
-		var ranges []string
-		for _, r := range p.BufferOverflow.GetDropped() {
-			if r.GetLast() >= r.GetFirst() {
-				n += r.GetLast() - r.GetFirst() + 1
-			}
-			ranges = append(ranges, fmt.Sprintf("%d-%d", r.GetFirst(), r.GetLast()))
-		}
-		return fmt.Sprintf("agent buffer overflow at plant %q: %d events dropped (sequences %s, policy %s)", ev.GetPlant(), n, strings.Join(ranges, ", "), p.BufferOverflow.GetPolicy())
+		n, ranges := droppedSummary(p.BufferOverflow)
+		return fmt.Sprintf("agent buffer overflow at plant %q: %d events dropped (sequences %s, policy %s)", ev.GetPlant(), n, ranges, p.BufferOverflow.GetPolicy())
 	case *pb.Event_SourceError:
 		return fmt.Sprintf("source %q at plant %q could not read a payload: %s (%s)", ev.GetSource().GetName(), ev.GetPlant(), p.SourceError.GetReason(), p.SourceError.GetLocation())
 	}
