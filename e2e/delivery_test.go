@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -89,7 +90,8 @@ func TestHubKilledBetweenDeliverAndRecordDeliversOnce(t *testing.T) {
 	if err := erp.Start(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = erp.Shutdown(t.Context()) })
+	// t.Context() is cancelled before cleanups run: shut down unhurried.
+	t.Cleanup(func() { _ = erp.Shutdown(context.Background()) })
 
 	h := &hubProc{GRPC: testkit.FreePort(t), HTTP: testkit.FreePort(t), Dir: filepath.Join(dir, "hub")}
 	if err := os.MkdirAll(h.Dir, 0o700); err != nil {

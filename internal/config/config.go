@@ -458,17 +458,3 @@ func Secret(field, ref string) (string, error) {
 	return "", fmt.Errorf("%s: give the secret as file:/path/to/secret or env:VARIABLE, not inline", field)
 }
 
-// FileExists reports a missing referenced file as a validation problem.
-func FileExists(field, path string) error {
-	if path == "" {
-		return nil
-	}
-	st, err := os.Stat(path)
-	if err != nil {
-		return fmt.Errorf("%s: %s does not exist or cannot be read (%v)", field, path, errors.Unwrap(err))
-	}
-	if st.IsDir() {
-		return fmt.Errorf("%s: %s is a folder; want a file", field, path)
-	}
-	return nil
-}

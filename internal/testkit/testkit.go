@@ -174,10 +174,6 @@ func TokensFile(t testing.TB, dir string) string {
 	return path
 }
 
-// APIClient is an HTTP client that sends AdminToken with every request
-// that has no Authorization header, for the hub's /api/v1 endpoints.
-func APIClient() *http.Client { return TokenClient(AdminToken) }
-
 // TokenClient is an HTTP client that sends token with every request that
 // has no Authorization header.
 func TokenClient(token string) *http.Client {

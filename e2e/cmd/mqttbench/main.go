@@ -869,8 +869,11 @@ func quantile(sorted []float64, q float64) float64 {
 func median(v []float64) float64 {
 	s := slices.Clone(v)
 	slices.Sort(s)
-	if len(s) == 0 {
+	switch {
+	case len(s) == 0:
 		return math.NaN()
+	case len(s)%2 == 0:
+		return (s[len(s)/2-1] + s[len(s)/2]) / 2 // an even number of runs
 	}
 	return s[len(s)/2]
 }
