@@ -4,10 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -18,35 +15,10 @@ import (
 	"github.com/plantsync/plantsync/plugins/sdk"
 )
 
-var fakeERPBuilt struct {
-	once sync.Once
-	path string
-	err  error
-}
-
 // fakeERPBinary builds e2e/testdata/fakeerp, a connector whose changes
 // come from a file.
 func fakeERPBinary(t *testing.T) string {
-	t.Helper()
-	binaries(t)
-	fakeERPBuilt.once.Do(func() {
-		goTool, err := exec.LookPath("go")
-		if err != nil {
-			goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
-		}
-		out := filepath.Join(built.dir, "fakeerp", "fakeerp")
-		cmd := exec.Command(goTool, "build", "-o", out, "github.com/plantsync/plantsync/e2e/testdata/fakeerp")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if msg, err := cmd.CombinedOutput(); err != nil {
-			fakeERPBuilt.err = fmt.Errorf("go build fakeerp: %v\n%s", err, msg)
-			return
-		}
-		fakeERPBuilt.path = out
-	})
-	if fakeERPBuilt.err != nil {
-		t.Fatal(fakeERPBuilt.err)
-	}
-	return fakeERPBuilt.path
+	return goBinary(t, "fakeerp/fakeerp", "github.com/plantsync/plantsync/e2e/testdata/fakeerp")
 }
 
 // The crash test of change capture with real processes: the hub journals

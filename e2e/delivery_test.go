@@ -6,11 +6,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -21,45 +18,9 @@ import (
 	"github.com/plantsync/plantsync/sim/sandboxerp"
 )
 
-// deliveryBuilt holds a plantsync-hub built with -tags failpoints and the
-// webhook connector plugin, made once per test binary run in the folder of
-// the other binaries (TestMain removes it).
-var deliveryBuilt struct {
-	once         sync.Once
-	hub, webhook string
-	err          error
-}
-
+// deliveryBinaries are the failpoints hub and the webhook connector plugin.
 func deliveryBinaries(t testing.TB) (hubBin, webhookBin string) {
-	t.Helper()
-	binaries(t)
-	deliveryBuilt.once.Do(func() {
-		dir := filepath.Join(built.dir, "delivery")
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			deliveryBuilt.err = err
-			return
-		}
-		goTool, err := exec.LookPath("go")
-		if err != nil {
-			goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
-		}
-		for _, b := range []struct{ out, pkg, tags string }{
-			{"plantsync-hub", "github.com/plantsync/plantsync/hub/cmd/plantsync-hub", "failpoints"},
-			{"webhook", "github.com/plantsync/plantsync/plugins/webhook", ""},
-		} {
-			cmd := exec.Command(goTool, "build", "-tags", b.tags, "-o", filepath.Join(dir, b.out), b.pkg)
-			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-			if out, err := cmd.CombinedOutput(); err != nil {
-				deliveryBuilt.err = fmt.Errorf("go build %s: %v\n%s", b.pkg, err, out)
-				return
-			}
-		}
-		deliveryBuilt.hub, deliveryBuilt.webhook = filepath.Join(dir, "plantsync-hub"), filepath.Join(dir, "webhook")
-	})
-	if deliveryBuilt.err != nil {
-		t.Fatalf("build binaries: %v", deliveryBuilt.err)
-	}
-	return deliveryBuilt.hub, deliveryBuilt.webhook
+	return failpointHubBinary(t), goBinary(t, "webhook/webhook", "github.com/plantsync/plantsync/plugins/webhook")
 }
 
 // erpActions are the actions the shipped workflows route to erp.

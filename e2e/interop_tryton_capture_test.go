@@ -13,9 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -215,33 +213,8 @@ func (c *trytonRPC) receive(purchase int) int {
 	return sh[0]
 }
 
-var trytonPluginBuilt struct {
-	once sync.Once
-	path string
-	err  error
-}
-
 func trytonPluginBinary(t *testing.T) string {
-	t.Helper()
-	binaries(t)
-	trytonPluginBuilt.once.Do(func() {
-		goTool, err := exec.LookPath("go")
-		if err != nil {
-			goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
-		}
-		out := filepath.Join(built.dir, "tryton-plugin", "tryton")
-		cmd := exec.Command(goTool, "build", "-o", out, "github.com/plantsync/plantsync/plugins/tryton")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if msg, err := cmd.CombinedOutput(); err != nil {
-			trytonPluginBuilt.err = fmt.Errorf("go build tryton plugin: %v\n%s", err, msg)
-			return
-		}
-		trytonPluginBuilt.path = out
-	})
-	if trytonPluginBuilt.err != nil {
-		t.Fatal(trytonPluginBuilt.err)
-	}
-	return trytonPluginBuilt.path
+	return goBinary(t, "tryton-plugin/tryton", "github.com/plantsync/plantsync/plugins/tryton")
 }
 
 func eventsOfType(t *testing.T, h *hubProc, typ string) []hubEvent {

@@ -7,10 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -22,35 +19,9 @@ import (
 	"github.com/plantsync/plantsync/internal/testkit"
 )
 
-// failpointHub is plantsync-hub built with -tags failpoints, once per test
-// binary run, next to the other binaries.
-var failpointHub struct {
-	once sync.Once
-	path string
-	err  error
-}
-
+// failpointHubBinary is plantsync-hub built with -tags failpoints.
 func failpointHubBinary(t testing.TB) string {
-	t.Helper()
-	binaries(t) // makes the folder the binaries live in
-	failpointHub.once.Do(func() {
-		goTool, err := exec.LookPath("go")
-		if err != nil {
-			goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
-		}
-		out := filepath.Join(built.dir, "failpoints", "plantsync-hub")
-		cmd := exec.Command(goTool, "build", "-tags", "failpoints", "-o", out, "github.com/plantsync/plantsync/hub/cmd/plantsync-hub")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if msg, err := cmd.CombinedOutput(); err != nil {
-			failpointHub.err = fmt.Errorf("go build -tags failpoints: %v\n%s", err, msg)
-			return
-		}
-		failpointHub.path = out
-	})
-	if failpointHub.err != nil {
-		t.Fatal(failpointHub.err)
-	}
-	return failpointHub.path
+	return goBinary(t, "failpoints/plantsync-hub", "github.com/plantsync/plantsync/hub/cmd/plantsync-hub", "failpoints")
 }
 
 // addPartner adds a partner "acme" with a bearer token to the config

@@ -63,12 +63,8 @@ func binaries(t testing.TB) (agentBin, hubBin string) {
 			return
 		}
 		built.dir = dir
-		goTool, err := exec.LookPath("go")
-		if err != nil {
-			goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
-		}
 		start := time.Now()
-		cmd := exec.Command(goTool, "build", "-o", dir+string(os.PathSeparator),
+		cmd := exec.Command(goTool(), "build", "-o", dir+string(os.PathSeparator),
 			"github.com/plantsync/plantsync/agent/cmd/plantsync-agent",
 			"github.com/plantsync/plantsync/hub/cmd/plantsync-hub")
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
@@ -83,6 +79,44 @@ func binaries(t testing.TB) (agentBin, hubBin string) {
 		t.Fatalf("build binaries: %v", built.err)
 	}
 	return built.agent, built.hub
+}
+
+// goTool is the go command building the test binaries.
+func goTool() string {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
+	}
+	return filepath.Join(runtime.GOROOT(), "bin", "go")
+}
+
+// extra holds the other binaries some tests need, each built once per
+// test binary run, by name.
+var extra struct {
+	mu    sync.Mutex
+	paths map[string]string
+}
+
+// goBinary builds pkg (static, with tags) the first time a test asks for
+// name, into name under the binaries' folder, and returns its path.
+func goBinary(t testing.TB, name, pkg string, tags ...string) string {
+	t.Helper()
+	binaries(t) // makes the folder the binaries live in
+	extra.mu.Lock()
+	defer extra.mu.Unlock()
+	if p, ok := extra.paths[name]; ok {
+		return p
+	}
+	out := filepath.Join(built.dir, name)
+	cmd := exec.Command(goTool(), "build", "-tags", strings.Join(tags, ","), "-o", out, pkg)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build %s: %v\n%s", pkg, err, msg)
+	}
+	if extra.paths == nil {
+		extra.paths = map[string]string{}
+	}
+	extra.paths[name] = out
+	return out
 }
 
 // logBuffer collects a process's output across all its runs.
