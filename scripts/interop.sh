@@ -83,29 +83,16 @@ stop_system_mosquitto() {
 	fi
 }
 
-# --- peer: node-opcua (OPC UA server) — EXTENSION POINT, not provisioned yet --
-# Lands with the node-opcua interop issue. Add provision_node_opcua here:
-# `npm install --no-audit --no-fund node-opcua@2.186.4` into a cache dir under
-# .state/interop (≈17 s; EBADENGINE warnings on Node 20 are expected, see
-# PEERS.md), export PLANTSYNC_NODE and the module dir for the Go tests, and
-# call it from the "provision" list below.
+# --- peer: node-opcua (OPC UA server) ----------------------------------------
 source scripts/peers/node-opcua.sh # node-opcua server (npm) for TestInteropOPCUA* in agent/source/opcua; exports PLANTSYNC_NODE, PLANTSYNC_NODE_OPCUA_DIR
 
-# --- peer: Tryton 6.0 (ERP) — EXTENSION POINT, not provisioned yet -----------
-# Lands with the Tryton interop issue. Add provision_tryton here:
-# ensure-apt-packages.sh tryton-server tryton-modules-purchase
-# tryton-modules-purchase-request tryton-modules-purchase-requisition
-# tryton-modules-stock tryton-modules-stock-supply tryton-modules-production,
-# stop any system trytond like stop_system_mosquitto does, export the trytond
-# and trytond-admin paths, and call it from the "provision" list below.
-source scripts/peers/tryton.sh # Tryton 6.0 (apt) + cached seeded SQLite database for TestInteropTryton* in plugins/tryton; exports PLANTSYNC_TRYTOND, PLANTSYNC_TRYTON_SEED
+# --- peer: Tryton 6.0 (ERP) -----------------------------------------------------
+source scripts/peers/tryton.sh # Tryton 6.0 (apt) + cached seeded SQLite database for TestInteropTryton* in plugins/tryton and e2e; exports PLANTSYNC_TRYTOND, PLANTSYNC_TRYTON_SEED
 
 # --- provision ------------------------------------------------------------------
 
 provision_mosquitto
 bash scripts/peers/sparkplug-npm.sh # Sparkplug B edge node (npm) for TestInteropMQTT* in agent/source/mqtt
-# provision_node_opcua   (extension point above)
-# provision_tryton       (extension point above)
 log "peers provisioned: mosquitto, node-opcua, Sparkplug B edge node (npm), Tryton"
 
 # --- run ------------------------------------------------------------------------

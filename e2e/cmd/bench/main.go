@@ -841,9 +841,9 @@ func (b *bench) report(w io.Writer, r *results) {
 	}
 	fmt.Fprintf(&buf, "\nnot targets: backlog fill rate (hub down) median %s ev/s; agent RssAnon peak during fill and drain median %.1f MB; uplink connected %.2f s after the hub started (median)\n",
 		thousands(median(r.fill)), median(r.rssPeak), median(r.connect))
-	fmt.Fprintf(&buf, "CPU per event (median, user+system of the process; little affected by other load): a. agent %.1f µs; b. agent %.1f µs, hub %.1f µs; c. agent %.1f µs, hub %.1f µs\n",
+	fmt.Fprintf(&buf, "CPU per event (median, user+system of the process until the agent had its last ack, the hub's start included, its pipeline possibly still busy; little affected by other load): a. agent %.1f µs; b. agent %.1f µs, hub %.1f µs; c. agent %.1f µs, hub %.1f µs\n",
 		median(r.cpuIngest), median(r.cpuE2EAgent), median(r.cpuE2EHub), median(r.cpuDrainAgent), median(r.cpuDrainHub))
-	fmt.Fprintln(&buf, "MB = 10^6 bytes; rates count from the first observed commit (a, b), drain from the hub's start (c), RssAnon right after the backlog is committed (d); status polled every 10 ms.")
+	fmt.Fprintf(&buf, "MB = 10^6 bytes; rates count from the first observed commit (a, b), drain from the hub's start (c), RssAnon right after the backlog is committed (d); status polled every %s.\n", pollEvery)
 	if l := strings.Fields(r.loadBefore); len(l) > 0 {
 		if v, err := strconv.ParseFloat(l[0], 64); err == nil && v > 1 {
 			fmt.Fprintln(&buf, "warning: the machine was busy when the bench started (1-minute load above 1): other processes compete for the CPUs and disk, so the rates are lower than on an idle machine; the CPU per event is not")
