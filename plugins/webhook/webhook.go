@@ -32,6 +32,9 @@ const maxAnswer = 1 << 20
 
 // Connector delivers to an HTTP target. It implements sdk.Destination.
 type Connector struct {
+	// List and Changes: a webhook can do neither.
+	sdk.UnimplementedDestination
+
 	log *slog.Logger
 
 	mu     sync.RWMutex
@@ -282,16 +285,6 @@ func (c *Connector) Lookup(ctx context.Context, req sdk.LookupRequest) (sdk.Look
 		return sdk.LookupResponse{Status: sdk.LookupNotFound}, nil
 	}
 	return sdk.LookupResponse{Status: sdk.LookupUnknown, Message: fmt.Sprintf("GET %s: HTTP %d: %s", target, resp.StatusCode, excerpt(answer))}, nil
-}
-
-// List implements sdk.Destination: a webhook cannot list.
-func (c *Connector) List(context.Context, sdk.ListRequest) (sdk.ListResponse, error) {
-	return sdk.ListResponse{}, fmt.Errorf("webhook list: %w", sdk.ErrUnsupported)
-}
-
-// Changes implements sdk.Destination: a webhook cannot report changes.
-func (c *Connector) Changes(context.Context, sdk.ChangesRequest) (sdk.ChangesResponse, error) {
-	return sdk.ChangesResponse{}, fmt.Errorf("webhook changes: %w", sdk.ErrUnsupported)
 }
 
 // Health implements sdk.Destination: GET health_url when configured.
