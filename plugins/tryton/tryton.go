@@ -406,23 +406,19 @@ func (c *Connector) List(ctx context.Context, req sdk.ListRequest) (sdk.ListResp
 	}
 	domain := []any{[]any{"description", "like", "%[plantsync:%"}, []any{"id", ">", after}}
 	if !req.Since.IsZero() {
-		s := req.Since.UTC()
-		domain = append(domain, []any{"create_date", ">=", map[string]any{"__class__": "datetime", "year": s.Year(), "month": int(s.Month()),
-			"day": s.Day(), "hour": s.Hour(), "minute": s.Minute(), "second": s.Second(), "microsecond": s.Nanosecond() / 1000}})
+		domain = append(domain, []any{"create_date", ">=", encodeDatetime(req.Since)})
 	}
 	_, rpc, err := c.current()
 	if err != nil {
 		return sdk.ListResponse{}, err
 	}
 	var rows []struct {
-		ID          int     `json:"id"`
-		Description string  `json:"description"`
-		Quantity    float64 `json:"quantity"`
-		State       string  `json:"state"`
-		SupplyDate  *date   `json:"supply_date"`
-		Created     struct {
-			Year, Month, Day, Hour, Minute, Second, Microsecond int
-		} `json:"create_date"`
+		ID          int       `json:"id"`
+		Description string    `json:"description"`
+		Quantity    float64   `json:"quantity"`
+		State       string    `json:"state"`
+		SupplyDate  *date     `json:"supply_date"`
+		Created     *datetime `json:"create_date"`
 	}
 	err = rpc.call(ctx, "model.purchase.request.search_read", []any{domain, 0, limit, []any{[]any{"id", "ASC"}},
 		[]string{"id", "description", "quantity", "state", "supply_date", "create_date"}, c.ctx()}, &rows)
@@ -435,11 +431,11 @@ func (c *Connector) List(ctx context.Context, req sdk.ListRequest) (sdk.ListResp
 		if m == nil {
 			continue
 		}
-		doc, _ := json.Marshal(map[string]any{"quantity": strconv.FormatFloat(r.Quantity, 'f', -1, 64), "state": r.State,
+		doc, _ := json.Marshal(map[string]any{"quantity": formatQty(r.Quantity), "state": r.State,
 			"supply_date": r.SupplyDate.time()})
 		out.Documents = append(out.Documents, sdk.Document{IdempotencyKey: m[1], Action: ActionPurchaseRequisitionCreate,
 			ExternalRef: fmt.Sprintf("purchase.request,%d", r.ID), Document: doc,
-			CreatedAt: time.Date(r.Created.Year, time.Month(r.Created.Month), r.Created.Day, r.Created.Hour, r.Created.Minute, r.Created.Second, r.Created.Microsecond*1000, time.UTC)})
+			CreatedAt: r.Created.time()})
 	}
 	if len(rows) == limit {
 		out.NextPageToken = strconv.Itoa(rows[len(rows)-1].ID)
