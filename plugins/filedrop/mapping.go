@@ -277,7 +277,19 @@ func (m *mapping) parseCSV(data []byte, rawLine func(int) string) ([]row, []rowE
 }
 
 func (m *mapping) parseJSON(data []byte, rawLine func(int) string) ([]row, []rowError, error) {
-	lineAt := func(off int64) int { return bytes.Count(data[:min(int(off), len(data))], []byte("\n")) + 1 }
+	// lineAt counts on from the last offset asked for (offsets only grow),
+	// so a large array is not counted from its start for every element.
+	lastOff, lastLine := 0, 1
+	lineAt := func(off int64) int {
+		o := min(int(off), len(data))
+		if o < lastOff {
+			return bytes.Count(data[:o], []byte("\n")) + 1
+		}
+		lastLine += bytes.Count(data[lastOff:o], []byte("\n"))
+		lastOff = o
+		return lastLine
+	}
+	cols := m.columns()
 	trimmed := bytes.TrimSpace(data)
 	if len(trimmed) == 0 {
 		return nil, nil, nil
@@ -297,7 +309,7 @@ func (m *mapping) parseJSON(data []byte, rawLine func(int) string) ([]row, []row
 			return
 		}
 		values := map[string]string{}
-		for _, c := range m.columns() {
+		for _, c := range cols {
 			if v, ok := lookupJSON(obj, c); ok {
 				values[c] = v
 			}
@@ -400,8 +412,8 @@ func (m *mapping) event(fileName string, r row, now time.Time) (string, *pb.Even
 		occurred = t
 	}
 	ev.OccurredAt = timestamppb.New(occurred)
-	for _, k := range sortedKeys(m.cfg.Attributes) {
-		if v := r.values[m.cfg.Attributes[k]]; v != "" {
+	for k, col := range m.cfg.Attributes {
+		if v := r.values[col]; v != "" {
 			ev.Attributes[k] = v
 		}
 	}
