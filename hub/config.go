@@ -377,11 +377,13 @@ func (c *Config) Validate() []error {
 
 func (c *Config) checkFiles(now time.Time) []error {
 	var errs []error
+	readable := map[string]bool{} // the files that parsed, by field
 	for _, f := range [][2]string{{"grpc.tls.cert", c.GRPC.TLS.Cert}, {"grpc.tls.client_ca", c.GRPC.TLS.ClientCA}, {"http.tls.cert", c.HTTP.TLS.Cert}, {"http.tls.client_ca", c.HTTP.TLS.ClientCA}} {
 		if f[1] == "" {
 			continue
 		}
 		cert, err := pki.CheckCertFile(f[1], now)
+		readable[f[0]] = cert != nil
 		switch {
 		case err != nil:
 			errs = append(errs, fmt.Errorf("%s: %v", f[0], err))
@@ -396,17 +398,17 @@ func (c *Config) checkFiles(now time.Time) []error {
 		if f[1] == "" {
 			continue
 		}
-		if _, err := pki.CheckKeyFile(f[1]); err != nil {
+		key, err := pki.CheckKeyFile(f[1])
+		readable[f[0]] = key != nil
+		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %v", f[0], err))
 		}
 	}
 	// Compare the pair only when both files could be read: a missing or
 	// unparsable file is reported above already.
-	if cert, _ := pki.CheckCertFile(c.GRPC.TLS.Cert, now); cert != nil {
-		if key, _ := pki.CheckKeyFile(c.GRPC.TLS.Key); key != nil {
-			if err := pki.CheckPair(c.GRPC.TLS.Cert, c.GRPC.TLS.Key); err != nil {
-				errs = append(errs, fmt.Errorf("grpc.tls.key: %v", err))
-			}
+	if readable["grpc.tls.cert"] && readable["grpc.tls.key"] {
+		if err := pki.CheckPair(c.GRPC.TLS.Cert, c.GRPC.TLS.Key); err != nil {
+			errs = append(errs, fmt.Errorf("grpc.tls.key: %v", err))
 		}
 	}
 	if f := c.HTTP.Auth.TokensFile; f != "" {

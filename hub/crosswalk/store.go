@@ -175,10 +175,8 @@ func (s *Store) Load(name, file, hash string, rows []Row) (changed bool, err err
 	if err != nil {
 		return false, err
 	}
-	if t != nil {
-		s.log.Info("crosswalk loaded from file", "table", name, "file", file, "version", t.Version,
-			"rows", len(t.Rows), "added", len(ch.Added), "removed", len(ch.Removed), "updated", len(ch.Updated))
-	}
+	s.log.Info("crosswalk loaded from file", "table", name, "file", file, "version", t.Version,
+		"rows", len(t.Rows), "added", len(ch.Added), "removed", len(ch.Removed), "updated", len(ch.Updated))
 	return true, nil
 }
 
@@ -230,7 +228,7 @@ func (s *Store) Upsert(name string, rows []Row, subject string) (*Table, error) 
 	return t, err
 }
 
-// write commits a new version. It returns a nil table when nothing changed.
+// write commits a new version and returns it.
 func (s *Store) write(sp Spec, subject, action string, next func(cur *Table) ([]Row, error), decorate func(*Table)) (*Table, Change, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
