@@ -305,8 +305,8 @@ func (b *Bolt) waitingTx(tx *bolt.Tx, a *Approval) ([]Waiting, error) {
 			if !behind {
 				continue
 			}
-			var e outbox.Entry
-			if err := json.Unmarshal(v[2:], &e); err != nil {
+			e, err := outbox.Decode(v[1:])
+			if err != nil {
 				return nil, fmt.Errorf("approval queue %q: %w", k, err)
 			}
 			out = append(out, Waiting{Kind: "action", Action: e.Action, IdempotencyKey: e.IdempotencyKey, EventID: e.Lineage.EventID, CreatedAt: e.CreatedAt})

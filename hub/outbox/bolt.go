@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"sync"
@@ -83,10 +84,13 @@ func (b *Bolt) destBucket(tx *bolt.Tx, dest string) (*bolt.Bucket, error) {
 	return db, nil
 }
 
-func decode(k, v []byte) (Entry, error) {
+// Decode reads an entry value as Encode made it (the state byte, then the
+// JSON), for code that holds such values outside the outbox (approval
+// holds and queues). Seq is not part of the value.
+func Decode(v []byte) (Entry, error) {
 	var e Entry
 	if len(v) < 2 {
-		return e, fmt.Errorf("outbox entry %d: short value", binary.BigEndian.Uint64(k))
+		return e, errors.New("short value")
 	}
 	// segmentio's decoder reads what encoding/json reads at a fraction of
 	// its cost (FuzzDecodeEntry); encoding/json words the rare refusal.
@@ -95,11 +99,20 @@ func decode(k, v []byte) (Entry, error) {
 	if segjson.Unmarshal(v[1:], &e) != nil {
 		e = Entry{}
 		if err := json.Unmarshal(v[1:], &e); err != nil {
-			return e, fmt.Errorf("outbox entry %d: %w", binary.BigEndian.Uint64(k), err)
+			return e, err
 		}
 	}
-	e.Seq = binary.BigEndian.Uint64(k)
 	e.State = stateOf(v[0])
+	return e, nil
+}
+
+// decode reads the stored entry under key k.
+func decode(k, v []byte) (Entry, error) {
+	e, err := Decode(v)
+	if err != nil {
+		return e, fmt.Errorf("outbox entry %d: %w", binary.BigEndian.Uint64(k), err)
+	}
+	e.Seq = binary.BigEndian.Uint64(k)
 	return e, nil
 }
 

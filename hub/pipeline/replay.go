@@ -1,7 +1,6 @@
 package pipeline
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -211,8 +210,8 @@ func (p *Pipeline) Decide(id uint64, decision, subject, comment string) (*approv
 // releaseTx appends a released entry to the outbox and points its trace at
 // the outbox entry.
 func (p *Pipeline) releaseTx(tx *bolt.Tx, value []byte) (uint64, error) {
-	var e outbox.Entry
-	if err := json.Unmarshal(value[1:], &e); err != nil {
+	e, err := outbox.Decode(value)
+	if err != nil {
 		return 0, fmt.Errorf("released entry: %w", err)
 	}
 	seq, err := p.outbox.AppendTx(tx, e.Destination, value)
