@@ -34,17 +34,18 @@ type Bolt struct {
 	// the pipeline sets it to park the entry as an exception.
 	OnFailed func(tx *bolt.Tx, e *Entry) error
 
+	// depth counts each destination's pending entries (fixed after open).
+	depth map[string]*pipedb.Counter
+
 	mu      sync.Mutex
-	depth   map[string]int
 	notify  map[string]chan struct{}
 	changed map[string]bool // dests with appends in the open transaction
-	delta   map[string]int
 }
 
 // OpenBolt prepares the outbox buckets of dests in db.
 func OpenBolt(db *pipedb.DB, dests []string) (*Bolt, error) {
-	b := &Bolt{db: db, dests: append([]string(nil), dests...), depth: map[string]int{}, notify: map[string]chan struct{}{},
-		changed: map[string]bool{}, delta: map[string]int{}}
+	b := &Bolt{db: db, dests: append([]string(nil), dests...), depth: map[string]*pipedb.Counter{}, notify: map[string]chan struct{}{},
+		changed: map[string]bool{}}
 	sort.Strings(b.dests)
 	err := db.Update(func(tx *bolt.Tx) error {
 		ob, err := tx.CreateBucketIfNotExists(bucketOutbox)
@@ -59,7 +60,8 @@ func OpenBolt(db *pipedb.DB, dests []string) (*Bolt, error) {
 			if _, err := db.CreateBucketIfNotExists(bucketEntries); err != nil {
 				return err
 			}
-			b.depth[d] = int(boltkv.GetU64(db, keyPending))
+			b.depth[d] = pipedb.NewCounter(keyPending)
+			b.depth[d].Load(db)
 			b.notify[d] = make(chan struct{})
 		}
 		return nil
@@ -189,17 +191,12 @@ func (a *Appender) Flush() error {
 }
 
 func (b *Bolt) addPendingTx(db *bolt.Bucket, dest string, n int) error {
-	v := int64(boltkv.GetU64(db, keyPending)) + int64(n)
-	if v < 0 {
-		v = 0
-	}
-	b.mu.Lock()
-	b.delta[dest] += n
 	if n > 0 {
+		b.mu.Lock()
 		b.changed[dest] = true
+		b.mu.Unlock()
 	}
-	b.mu.Unlock()
-	return boltkv.PutU64(db, keyPending, uint64(v))
+	return b.depth[dest].Add(db, n)
 }
 
 // Committed implements pipedb.Hooks: it applies the depth changes of the
@@ -208,22 +205,23 @@ func (b *Bolt) addPendingTx(db *bolt.Bucket, dest string, n int) error {
 func (b *Bolt) Committed() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for d, n := range b.delta {
-		b.depth[d] = max(b.depth[d]+n, 0)
+	for _, c := range b.depth {
+		c.Committed()
 	}
 	for d := range b.changed {
 		close(b.notify[d])
 		b.notify[d] = make(chan struct{})
 	}
-	clear(b.delta)
 	clear(b.changed)
 }
 
 // Discard implements pipedb.Hooks.
 func (b *Bolt) Discard() {
+	for _, c := range b.depth {
+		c.Discard()
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	clear(b.delta)
 	clear(b.changed)
 }
 
@@ -430,9 +428,10 @@ func (b *Bolt) completeTx(tx *bolt.Tx, dest string, outcomes []Outcome, snaps []
 
 // Depth implements Store.
 func (b *Bolt) Depth(dest string) int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.depth[dest]
+	if c, ok := b.depth[dest]; ok {
+		return c.Value()
+	}
+	return 0
 }
 
 // Changed implements Store.
