@@ -149,11 +149,11 @@ func (b *Bolt) RaiseTx(tx *bolt.Tx, doc []byte, idempotencyKey string, now time.
 	if err := json.Unmarshal(doc, &d); err != nil {
 		return nil, fmt.Errorf("alert document: %w", err)
 	}
-	m := tx.Bucket(bucketMeta)
-	a := &Alert{ID: boltkv.GetU64(m, keyNext) + 1, Document: d, State: StateOpen, RaisedAt: now.UTC(), IdempotencyKey: idempotencyKey}
-	if err := boltkv.PutU64(m, keyNext, a.ID); err != nil {
+	id, err := boltkv.NextU64(tx.Bucket(bucketMeta), keyNext)
+	if err != nil {
 		return nil, err
 	}
+	a := &Alert{ID: id, Document: d, State: StateOpen, RaisedAt: now.UTC(), IdempotencyKey: idempotencyKey}
 	if err := b.put(tx, a); err != nil {
 		return nil, err
 	}

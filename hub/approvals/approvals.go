@@ -131,9 +131,8 @@ func (b *Bolt) BlockedTx(tx *bolt.Tx, dest, okey string) bool {
 }
 
 func (b *Bolt) enqueue(tx *bolt.Tx, dest, okey string, item []byte) error {
-	m := tx.Bucket(bucketMeta)
-	n := boltkv.GetU64(m, keyNextItem) + 1
-	if err := boltkv.PutU64(m, keyNextItem, n); err != nil {
+	n, err := boltkv.NextU64(tx.Bucket(bucketMeta), keyNextItem)
+	if err != nil {
 		return err
 	}
 	return tx.Bucket(bucketQueue).Put(append(queuePrefix(dest, okey), boltkv.U64(n)...), item)
@@ -142,9 +141,8 @@ func (b *Bolt) enqueue(tx *bolt.Tx, dest, okey string, item []byte) error {
 // HoldTx holds an action for review and queues it. It sets the entry's
 // Lineage.Approval.
 func (b *Bolt) HoldTx(tx *bolt.Tx, e outbox.Entry, rule, reason string, now time.Time) (*Approval, error) {
-	m := tx.Bucket(bucketMeta)
-	id := boltkv.GetU64(m, keyNext) + 1
-	if err := boltkv.PutU64(m, keyNext, id); err != nil {
+	id, err := boltkv.NextU64(tx.Bucket(bucketMeta), keyNext)
+	if err != nil {
 		return nil, err
 	}
 	e.Lineage.Approval = id

@@ -273,11 +273,11 @@ func (b *Bolt) count(tx *bolt.Tx, delta int) error {
 
 // AddTx stores a new exception, assigning its ID.
 func (b *Bolt) AddTx(tx *bolt.Tx, e *Exception) error {
-	m := tx.Bucket(bucketMeta)
-	e.ID = boltkv.GetU64(m, keyNext) + 1
-	if err := boltkv.PutU64(m, keyNext, e.ID); err != nil {
+	id, err := boltkv.NextU64(tx.Bucket(bucketMeta), keyNext)
+	if err != nil {
 		return err
 	}
+	e.ID = id
 	if e.State == "" {
 		e.State = StateOpen
 	}

@@ -30,3 +30,10 @@ func GetU64(bk *bolt.Bucket, key []byte) uint64 { return ToU64(bk.Get(key)) }
 
 // PutU64 stores v under key.
 func PutU64(bk *bolt.Bucket, key []byte, v uint64) error { return bk.Put(key, U64(v)) }
+
+// NextU64 advances the counter under key and returns its new value (1 for
+// a bucket that never counted): the next id of a store.
+func NextU64(bk *bolt.Bucket, key []byte) (uint64, error) {
+	n := GetU64(bk, key) + 1
+	return n, PutU64(bk, key, n)
+}
