@@ -457,4 +457,3 @@ func Secret(field, ref string) (string, error) {
 	}
 	return "", fmt.Errorf("%s: give the secret as file:/path/to/secret or env:VARIABLE, not inline", field)
 }
-
