@@ -54,6 +54,10 @@ type Storage struct {
 	// OutboxRetention is how long delivered outbox entries are kept in
 	// pipeline.db (0: for ever); pruned every retention.interval.
 	OutboxRetention time.Duration `yaml:"outbox_retention"`
+	// ResolvedRetention is how long resolved exceptions, decided approvals
+	// and acknowledged alerts are kept in pipeline.db after the decision
+	// (0: for ever); pruned every retention.interval.
+	ResolvedRetention time.Duration `yaml:"resolved_retention"`
 	// CommitInterval groups commits of several agents into one fsync.
 	CommitInterval time.Duration `yaml:"commit_interval"`
 }
@@ -137,10 +141,11 @@ func NewDefaultConfig() Config {
 		GRPC: ingest.NewDefaultConfig(),
 		HTTP: HTTP{Listen: "127.0.0.1:8080"},
 		Storage: Storage{
-			Dir:             "/var/lib/plantsync-hub",
-			Retention:       journal.Retention{MaxAge: 30 * 24 * time.Hour, MaxBytes: 20 << 30, Interval: time.Minute},
-			OutboxRetention: 30 * 24 * time.Hour,
-			CommitInterval:  time.Millisecond,
+			Dir:               "/var/lib/plantsync-hub",
+			Retention:         journal.Retention{MaxAge: 30 * 24 * time.Hour, MaxBytes: 20 << 30, Interval: time.Minute},
+			OutboxRetention:   30 * 24 * time.Hour,
+			ResolvedRetention: 90 * 24 * time.Hour,
+			CommitInterval:    time.Millisecond,
 		},
 		Pipeline: pipeline.NewDefaultConfig(),
 		// The shipped workflows' destinations, as log destinations until
@@ -355,6 +360,9 @@ func (c *Config) Validate() []error {
 	}
 	if c.Storage.OutboxRetention < 0 {
 		errs = append(errs, errors.New("storage.outbox_retention: must not be negative (0 keeps delivered entries for ever), e.g. 720h"))
+	}
+	if c.Storage.ResolvedRetention < 0 {
+		errs = append(errs, errors.New("storage.resolved_retention: must not be negative (0 keeps resolved exceptions, decided approvals and acknowledged alerts for ever), e.g. 2160h"))
 	}
 	if c.Storage.CommitInterval < 0 || c.Storage.CommitInterval > time.Second {
 		errs = append(errs, fmt.Errorf("storage.commit_interval: %s; want 0 to 1s, e.g. 1ms", c.Storage.CommitInterval))

@@ -101,7 +101,8 @@ func (h *Hub) Start(ctx context.Context) (err error) {
 	if h.pipeline, err = pipeline.New(pipeline.Options{
 		Config: h.cfg.Pipeline, Dir: h.cfg.Storage.Dir, Journal: j, Destinations: h.cfg.pipelineDestinations(actions),
 		Logger: h.log.With("component", "pipeline"), Registerer: h.reg,
-		Retention: pipeline.Retention{Delivered: h.cfg.Storage.OutboxRetention, Interval: h.cfg.Storage.Retention.Interval},
+		Retention: pipeline.Retention{Delivered: h.cfg.Storage.OutboxRetention, Resolved: h.cfg.Storage.ResolvedRetention,
+			Interval: h.cfg.Storage.Retention.Interval},
 	}); err != nil {
 		return err
 	}

@@ -245,3 +245,27 @@ func (b *Bolt) List(state string, before uint64, limit int) ([]*Alert, error) {
 	})
 	return out, err
 }
+
+// Prune deletes alerts acknowledged before cutoff, looking at up to limit
+// of them after id after, oldest first (pipedb.PruneChunk). Unacknowledged
+// ones stay whatever their age. Ids follow raising, so the scan ends at the
+// first alert raised at or after cutoff.
+func (b *Bolt) Prune(cutoff time.Time, after uint64, limit int) (n int, next uint64, more bool, err error) {
+	all := func(tx *bolt.Tx) (*bolt.Bucket, error) { return tx.Bucket(bucketAlerts), nil }
+	return b.db.PruneChunk("alert ", all, after, limit, func(v []byte) (pipedb.Verdict, error) {
+		var a struct {
+			State    string     `json:"state"`
+			RaisedAt time.Time  `json:"raised_at"`
+			AckedAt  *time.Time `json:"acknowledged_at"`
+		}
+		switch err := json.Unmarshal(v, &a); {
+		case err != nil:
+			return pipedb.Keep, err
+		case !a.RaisedAt.Before(cutoff):
+			return pipedb.Stop, nil
+		case a.State == StateAcknowledged && a.AckedAt != nil && a.AckedAt.Before(cutoff):
+			return pipedb.Delete, nil
+		}
+		return pipedb.Keep, nil
+	})
+}

@@ -394,3 +394,33 @@ func (b *Bolt) List(f Filter) ([]*Exception, error) {
 	})
 	return out, err
 }
+
+// Prune deletes exceptions resolved before cutoff, looking at up to limit
+// of them after id after, oldest first (pipedb.PruneChunk). Open ones stay
+// whatever their age. Ids follow creation, so the scan ends at the first
+// exception created at or after cutoff: one resolved before cutoff was
+// created before it.
+func (b *Bolt) Prune(cutoff time.Time, after uint64, limit int) (n int, next uint64, more bool, err error) {
+	all := func(tx *bolt.Tx) (*bolt.Bucket, error) { return tx.Bucket(bucketExceptions), nil }
+	return b.db.PruneChunk("exception ", all, after, limit, func(v []byte) (pipedb.Verdict, error) {
+		var e struct {
+			State      State      `json:"state"`
+			CreatedAt  time.Time  `json:"created_at"`
+			ResolvedAt *time.Time `json:"resolved_at"`
+		}
+		switch err := json.Unmarshal(v, &e); {
+		case err != nil:
+			return pipedb.Keep, err
+		case !e.CreatedAt.Before(cutoff):
+			return pipedb.Stop, nil
+		case e.State == StateResolved && e.ResolvedAt != nil && e.ResolvedAt.Before(cutoff):
+			return pipedb.Delete, nil
+		}
+		return pipedb.Keep, nil
+	})
+}
+
+// ExistsTx reports whether exception id is still stored (not pruned).
+func (b *Bolt) ExistsTx(tx *bolt.Tx, id uint64) bool {
+	return tx.Bucket(bucketExceptions).Get(boltkv.U64(id)) != nil
+}

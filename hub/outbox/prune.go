@@ -1,14 +1,13 @@
 package outbox
 
 import (
-	"bytes"
 	"fmt"
 	"time"
 
 	segjson "github.com/segmentio/encoding/json"
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/plantsync/plantsync/internal/boltkv"
+	"github.com/plantsync/plantsync/hub/pipedb"
 )
 
 // PruneDelivered deletes delivered entries of dest created before cutoff,
@@ -19,46 +18,25 @@ import (
 // reused (the next one is kept apart from the entries). When limit cut the
 // scan short, more is set and next is where to go on from.
 func (b *Bolt) PruneDelivered(dest string, cutoff time.Time, after uint64, limit int) (n int, next uint64, more bool, err error) {
-	next = after
-	err = b.db.Update(func(tx *bolt.Tx) error {
+	entries := func(tx *bolt.Tx) (*bolt.Bucket, error) {
 		db, err := b.destBucket(tx, dest)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		entries := db.Bucket(bucketEntries)
-		var doomed [][]byte
-		c := entries.Cursor()
-		scanned := 0
-		for k, v := c.Seek(boltkv.U64(after + 1)); k != nil; k, v = c.Next() {
-			if scanned == limit {
-				more = true
-				break
-			}
-			created, err := createdAt(v)
-			if err != nil {
-				return fmt.Errorf("outbox entry %s/%d: %w", dest, boltkv.ToU64(k), err)
-			}
-			if !created.Before(cutoff) {
-				break
-			}
-			scanned++
-			next = boltkv.ToU64(k)
-			if stateOf(v[0]) == StateDelivered {
-				doomed = append(doomed, bytes.Clone(k))
-			}
-		}
-		for _, k := range doomed {
-			if err := entries.Delete(k); err != nil {
-				return err
-			}
-		}
-		n = len(doomed)
-		return nil
-	})
-	if err != nil {
-		return 0, after, false, err
+		return db.Bucket(bucketEntries), nil
 	}
-	return n, next, more, nil
+	return b.db.PruneChunk("outbox entry "+dest+"/", entries, after, limit, func(v []byte) (pipedb.Verdict, error) {
+		created, err := createdAt(v)
+		switch {
+		case err != nil:
+			return pipedb.Keep, err
+		case !created.Before(cutoff):
+			return pipedb.Stop, nil
+		case stateOf(v[0]) == StateDelivered:
+			return pipedb.Delete, nil
+		}
+		return pipedb.Keep, nil
+	})
 }
 
 // createdAt reads only the creation time of a stored entry.

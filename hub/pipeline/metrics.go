@@ -19,7 +19,10 @@ type metrics struct {
 	// outboxPruned and tracePruned count what retention deleted.
 	outboxPruned *prometheus.CounterVec
 	tracePruned  prometheus.Counter
-	p            *Pipeline
+	// resolvedPruned counts exceptions, approvals and alerts retention
+	// deleted.
+	resolvedPruned *prometheus.CounterVec
+	p              *Pipeline
 }
 
 func newMetrics(reg prometheus.Registerer, p *Pipeline) *metrics {
@@ -39,11 +42,13 @@ func newMetrics(reg prometheus.Registerer, p *Pipeline) *metrics {
 			Help: "Delivered outbox entries deleted by storage.outbox_retention since start, by destination."}, []string{"destination"}),
 		tracePruned: prometheus.NewCounter(prometheus.CounterOpts{Name: "plantsync_hub_trace_pruned_total",
 			Help: "Trace entries deleted since start because journal retention pruned their events."}),
+		resolvedPruned: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "plantsync_hub_resolved_pruned_total",
+			Help: "Resolved exceptions, decided approvals and acknowledged alerts deleted by storage.resolved_retention since start, by kind."}, []string{"kind"}),
 	}
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
-	reg.MustRegister(m.processed, m.exceptions, m.replays, m.commitSecs, m.delivered, m.outboxPruned, m.tracePruned,
+	reg.MustRegister(m.processed, m.exceptions, m.replays, m.commitSecs, m.delivered, m.outboxPruned, m.tracePruned, m.resolvedPruned,
 		gauge("plantsync_hub_pipeline_cursor", "Last journal position the pipeline committed.", func() float64 { return float64(p.cursor.Load()) }),
 		gauge("plantsync_hub_pipeline_lag_events", "Journaled events the pipeline has not processed yet.", func() float64 { return float64(p.Status().Lag) }),
 		gauge("plantsync_hub_approvals_pending", "Actions held for approval.", func() float64 { return float64(p.approvals.PendingCount()) }),

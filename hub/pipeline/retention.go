@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"strconv"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -14,6 +15,10 @@ type Retention struct {
 	// Delivered is how long delivered outbox entries are kept (0: for
 	// ever). Pending and failed entries are kept whatever their age.
 	Delivered time.Duration
+	// Resolved is how long resolved exceptions, decided approvals and
+	// acknowledged alerts are kept after the decision (0: for ever). Open
+	// ones are kept whatever their age.
+	Resolved time.Duration
 	// Interval between pruning passes (0: never prune).
 	Interval time.Duration
 }
@@ -32,38 +37,76 @@ func (p *Pipeline) pruneLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if _, _, err := p.Prune(ctx); err != nil && ctx.Err() == nil {
+		if _, err := p.Prune(ctx); err != nil && ctx.Err() == nil {
 			p.log.Error("pruning the pipeline's file failed; retrying next pass", "error", err)
 		}
 	}
 }
 
-// Prune deletes delivered outbox entries older than Retention.Delivered,
-// and the trace entries of events journal retention has pruned, except
-// those that lead to an exception, an approval or an action queued behind
-// one. It works in short transactions and stops between them when ctx
-// ends. It returns how many of each it deleted.
-func (p *Pipeline) Prune(ctx context.Context) (entries, traces int, err error) {
+// Pruned counts what one Prune deleted.
+type Pruned struct {
+	Entries, Traces, Exceptions, Approvals, Alerts int
+}
+
+func (n Pruned) any() bool { return n != Pruned{} }
+
+// Prune deletes delivered outbox entries older than Retention.Delivered;
+// exceptions resolved, approvals decided and alerts acknowledged longer ago
+// than Retention.Resolved; and the trace entries of events journal
+// retention has pruned, except those that lead to an exception or an
+// approval still kept or to an action queued behind one. It works in short
+// transactions and stops between them when ctx ends.
+func (p *Pipeline) Prune(ctx context.Context) (n Pruned, err error) {
 	defer func() {
-		if entries > 0 || traces > 0 {
-			p.log.Info("pruned the pipeline's file", "delivered_outbox_entries", entries, "trace_entries", traces)
+		if n.any() {
+			p.log.Info("pruned the pipeline's file", "delivered_outbox_entries", n.Entries, "trace_entries", n.Traces,
+				"resolved_exceptions", n.Exceptions, "decided_approvals", n.Approvals, "acknowledged_alerts", n.Alerts)
 		}
 	}()
+	// chunks runs one store's pruning chunk by chunk.
+	chunks := func(prune func(after uint64) (int, uint64, bool, error), count func(int)) (total int, err error) {
+		var after uint64
+		for more := true; more; {
+			if err := ctx.Err(); err != nil {
+				return total, err
+			}
+			var k int
+			if k, after, more, err = prune(after); err != nil {
+				return total, err
+			}
+			total += k
+			count(k)
+		}
+		return total, nil
+	}
 	if p.opts.Retention.Delivered > 0 {
 		cutoff := p.now().Add(-p.opts.Retention.Delivered)
 		for _, d := range p.outbox.Destinations() {
-			var after uint64
-			for more := true; more; {
-				if err := ctx.Err(); err != nil {
-					return entries, traces, err
-				}
-				var n int
-				n, after, more, err = p.outbox.PruneDelivered(d, cutoff, after, pruneChunk)
-				if err != nil {
-					return entries, traces, err
-				}
-				entries += n
-				p.m.outboxPruned.WithLabelValues(d).Add(float64(n))
+			k, err := chunks(func(after uint64) (int, uint64, bool, error) {
+				return p.outbox.PruneDelivered(d, cutoff, after, pruneChunk)
+			}, func(k int) { p.m.outboxPruned.WithLabelValues(d).Add(float64(k)) })
+			n.Entries += k
+			if err != nil {
+				return n, err
+			}
+		}
+	}
+	if p.opts.Retention.Resolved > 0 {
+		cutoff := p.now().Add(-p.opts.Retention.Resolved)
+		for _, s := range []struct {
+			kind  string
+			prune func(time.Time, uint64, int) (int, uint64, bool, error)
+			total *int
+		}{
+			{"exception", p.exceptions.Prune, &n.Exceptions},
+			{"approval", p.approvals.Prune, &n.Approvals},
+			{"alert", p.alerts.Prune, &n.Alerts},
+		} {
+			k, err := chunks(func(after uint64) (int, uint64, bool, error) { return s.prune(cutoff, after, pruneChunk) },
+				func(k int) { p.m.resolvedPruned.WithLabelValues(s.kind).Add(float64(k)) })
+			*s.total += k
+			if err != nil {
+				return n, err
 			}
 		}
 	}
@@ -75,17 +118,17 @@ func (p *Pipeline) Prune(ctx context.Context) (entries, traces int, err error) {
 	var from []byte
 	for more := true; more; {
 		if err := ctx.Err(); err != nil {
-			return entries, traces, err
+			return n, err
 		}
-		var n int
-		n, from, more, err = p.pruneTrace(from, below, pruneChunk)
+		var k int
+		k, from, more, err = p.pruneTrace(from, below, pruneChunk)
 		if err != nil {
-			return entries, traces, err
+			return n, err
 		}
-		traces += n
-		p.m.tracePruned.Add(float64(n))
+		n.Traces += k
+		p.m.tracePruned.Add(float64(k))
 	}
-	return entries, traces, nil
+	return n, nil
 }
 
 // pruneTrace deletes the trace entries of journal positions below below
@@ -120,7 +163,7 @@ func (p *Pipeline) pruneTrace(from []byte, below uint64, limit int) (n int, next
 				}
 				scanned++
 				next = bytes.Clone(k)
-				if !keepsTrace(v) {
+				if !p.keepsTrace(tx, v) {
 					doomed = append(doomed, next)
 				}
 			}
@@ -139,14 +182,25 @@ func (p *Pipeline) pruneTrace(from []byte, below uint64, limit int) (n int, next
 	return n, next, more, nil
 }
 
-// keepsTrace reports whether a trace value names an exception ("x:"), an
-// approval ("a:") or an action queued behind one ("q:"): those traces stay,
-// so what people still act on keeps its path.
-func keepsTrace(v []byte) bool {
+// keepsTrace reports whether a trace value names an exception ("x:") or an
+// approval ("a:") still kept, or an action queued behind a held one ("q:"):
+// those traces stay, so what people still act on or look up keeps its path.
+// Once retention pruned the exception or approval, its trace may go too.
+func (p *Pipeline) keepsTrace(tx *bolt.Tx, v []byte) bool {
 	_, refs, _ := bytes.Cut(v, []byte{0})
 	for ref := range bytes.SplitSeq(refs, []byte(",")) {
-		if bytes.HasPrefix(ref, []byte("x:")) || bytes.HasPrefix(ref, []byte("a:")) || bytes.HasPrefix(ref, []byte("q:")) {
+		kind, id, _ := bytes.Cut(ref, []byte(":"))
+		switch string(kind) {
+		case "q":
 			return true
+		case "x", "a":
+			n, err := strconv.ParseUint(string(id), 10, 64)
+			if err != nil {
+				return true // not ours to judge: keep it
+			}
+			if kind[0] == 'x' && p.exceptions.ExistsTx(tx, n) || kind[0] == 'a' && p.approvals.ExistsTx(tx, n) {
+				return true
+			}
 		}
 	}
 	return false

@@ -11,6 +11,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/plantsync/plantsync/hub/approvals"
+	"github.com/plantsync/plantsync/hub/exceptions"
 	"github.com/plantsync/plantsync/hub/journal"
 	"github.com/plantsync/plantsync/hub/outbox"
 	"github.com/plantsync/plantsync/internal/testclock"
@@ -54,17 +56,16 @@ func TestPruneDeliveredEntriesAndTracesOfPrunedEvents(t *testing.T) {
 	}
 
 	// Within retention nothing goes.
-	if entries, traces, err := e.p.Prune(context.Background()); err != nil || entries != 0 || traces != 0 {
-		t.Fatalf("prune within retention: %d entries, %d traces, %v", entries, traces, err)
+	if n, err := e.p.Prune(context.Background()); err != nil || n.any() {
+		t.Fatalf("prune within retention: %+v, %v", n, err)
 	}
 
 	clock.Add(31 * 24 * time.Hour)
 	if n, err := j.Prune(); err != nil || n != 2 {
 		t.Fatalf("journal prune: %d %v", n, err)
 	}
-	entries, traces, err := e.p.Prune(context.Background())
-	if err != nil || entries != 2 || traces != 1 {
-		t.Fatalf("prune: %d entries, %d traces, %v; want 2 and 1", entries, traces, err)
+	if n, err := e.p.Prune(context.Background()); err != nil || n != (Pruned{Entries: 2, Traces: 1}) {
+		t.Fatalf("prune: %+v, %v; want 2 entries and 1 trace", n, err)
 	}
 	if n := len(allEntries(t, e.p, DestERP)) + len(allEntries(t, e.p, "alerts")); n != 0 {
 		t.Errorf("%d delivered entries left", n)
@@ -90,14 +91,15 @@ func TestPruneDeliveredEntriesAndTracesOfPrunedEvents(t *testing.T) {
 	if es := allEntries(t, e.p, DestERP); es[0].Seq != 2 {
 		t.Errorf("the new entry has seq %d, want 2 (sequence numbers are never reused)", es[0].Seq)
 	}
-	if entries, traces, err := e.p.Prune(context.Background()); err != nil || entries != 0 || traces != 0 {
-		t.Fatalf("second prune: %d entries, %d traces, %v", entries, traces, err)
+	if n, err := e.p.Prune(context.Background()); err != nil || n.any() {
+		t.Fatalf("second prune: %+v, %v", n, err)
 	}
 }
 
 // Trace pruning goes through every partition in chunks and resumes where a
 // chunk stopped; entries at or above the journal's first position, and
-// those that lead to an exception, an approval or a queued action, stay.
+// those that lead to a stored exception or approval or to a queued action,
+// stay. One that leads to an exception or approval retention pruned goes.
 func TestPruneTraceInChunksAcrossPartitions(t *testing.T) {
 	e := newEnv(t, testConfig())
 	type entry struct {
@@ -107,9 +109,11 @@ func TestPruneTraceInChunksAcrossPartitions(t *testing.T) {
 		kept bool
 	}
 	entries := []entry{
-		{0, 1, "o:erp:1", false}, {0, 2, "x:7", true}, {0, 3, "o:erp:2,a:4", true}, {0, 40, "o:erp:3", true},
+		{0, 1, "o:erp:1", false}, {0, 2, "x:1", true}, {0, 3, "o:erp:2,a:1", true}, {0, 40, "o:erp:3", true},
 		{5, 4, "o:erp:4", false}, {5, 5, "o:erp:5,q:erp:k", true}, {5, 6, "o:erp:6", false},
 		{63, 7, "o:erp:7", false}, {63, 8, "o:planning:8,o:erp:9", false}, {63, 50, "o:erp:10", true},
+		// Exception 7 and approval 4 were never stored (pruned).
+		{7, 9, "x:7", false}, {7, 3, "o:erp:11,a:4", false},
 	}
 	key := func(en entry) []byte {
 		k := make([]byte, 9)
@@ -118,6 +122,12 @@ func TestPruneTraceInChunksAcrossPartitions(t *testing.T) {
 		return k
 	}
 	err := e.p.db.Update(func(tx *bolt.Tx) error {
+		if err := e.p.exceptions.AddTx(tx, &exceptions.Exception{Kind: "validation", CreatedAt: clockAt}); err != nil {
+			return err
+		}
+		if _, err := e.p.approvals.HoldTx(tx, outbox.Entry{Destination: DestPlanning, Action: "schedule.update", OrderingKey: "k"}, "r", "big", clockAt); err != nil {
+			return err
+		}
 		for _, en := range entries {
 			if err := tx.Bucket(bucketTrace).Put(key(en), traceValue("c", en.refs)); err != nil {
 				return err
@@ -138,9 +148,9 @@ func TestPruneTraceInChunksAcrossPartitions(t *testing.T) {
 		}
 		total += n
 	}
-	// 8 entries below position 10, looked at 2 at a time.
-	if total != 5 || chunks != 4 {
-		t.Errorf("pruned %d in %d chunks, want 5 in 4", total, chunks)
+	// 10 entries below position 10, looked at 2 at a time.
+	if total != 7 || chunks != 5 {
+		t.Errorf("pruned %d in %d chunks, want 7 in 5", total, chunks)
 	}
 	err = e.p.db.View(func(tx *bolt.Tx) error {
 		for _, en := range entries {
@@ -161,7 +171,7 @@ func TestPruneStopsWhenCancelled(t *testing.T) {
 	e := newEnv(t, testConfig())
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, _, err := e.p.Prune(ctx); !errors.Is(err, context.Canceled) {
+	if _, err := e.p.Prune(ctx); !errors.Is(err, context.Canceled) {
 		t.Fatalf("prune with an ended context: %v, want context.Canceled", err)
 	}
 	e.stop()
@@ -178,5 +188,99 @@ func TestPruneStopsWhenCancelled(t *testing.T) {
 	e.stop()
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("shutdown took %s with pruning running", d)
+	}
+}
+
+// Resolved exceptions, decided approvals and acknowledged alerts go once
+// storage.resolved_retention has passed since the decision; open ones stay
+// whatever their age, and a scan stops at the first one made after the
+// cutoff.
+func TestPruneResolvedAfterRetention(t *testing.T) {
+	e := newEnv(t, testConfig())
+	e.stop()
+	e.retention = Retention{Resolved: 90 * 24 * time.Hour}
+	e.open(testConfig())
+
+	// Two shortages of an unmapped item: two exceptions, two alerts.
+	e.waitCursor(e.journalEvents(shortage("r-1", "P-8000", "5"), shortage("r-2", "P-8000", "6")))
+	waitFor(t, "two alerts raised", func() bool { return e.p.alerts.OpenCount() == 2 })
+	var held [2]uint64
+	err := e.p.db.Update(func(tx *bolt.Tx) error {
+		for i, okey := range []string{"order:A", "order:B"} {
+			a, err := e.p.approvals.HoldTx(tx, outbox.Entry{Destination: DestPlanning, Action: "schedule.update", OrderingKey: okey,
+				IdempotencyKey: "ik-" + okey, CreatedAt: e.clock.Now()}, "big change", "over threshold", e.clock.Now())
+			if err != nil {
+				return err
+			}
+			held[i] = a.ID
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	open, err := e.p.exceptions.List(exceptions.Filter{})
+	if err != nil || len(open) != 2 {
+		t.Fatalf("open exceptions: %d, %v; want 2", len(open), err)
+	}
+	alerts, err := e.p.alerts.List("", 0, 10)
+	if err != nil || len(alerts) != 2 {
+		t.Fatalf("alerts: %d, %v; want 2", len(alerts), err)
+	}
+	// Decide one of each; the others stay open.
+	resolvedExc, keptExc := open[1].ID, open[0].ID
+	ackedAlert, keptAlert := alerts[1].ID, alerts[0].ID
+	if _, err := e.p.Discard(resolvedExc, "op", "known item, mapping follows"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.p.AckAlert(ackedAlert, "op", "seen"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := e.p.Decide(held[0], "reject", "planner", "no"); err != nil {
+		t.Fatal(err)
+	}
+
+	e.clock.Add(89 * 24 * time.Hour)
+	if n, err := e.p.Prune(context.Background()); err != nil || n.any() {
+		t.Fatalf("prune within retention: %+v, %v", n, err)
+	}
+	e.clock.Add(2 * 24 * time.Hour)
+	n, err := e.p.Prune(context.Background())
+	if err != nil || n != (Pruned{Exceptions: 1, Approvals: 1, Alerts: 1}) {
+		t.Fatalf("prune after retention: %+v, %v; want one exception, one approval, one alert", n, err)
+	}
+	if _, err := e.p.exceptions.Get(resolvedExc); !errors.Is(err, exceptions.ErrNotFound) {
+		t.Errorf("resolved exception after pruning: %v, want not found", err)
+	}
+	if _, err := e.p.exceptions.Get(keptExc); err != nil {
+		t.Errorf("open exception pruned: %v", err)
+	}
+	// The pruned exception's event still has its trace; it lists what is
+	// left.
+	if tr, err := e.p.Trace("c-r-1"); err != nil || len(tr.Exceptions) != 0 || len(tr.Events) != 1 {
+		t.Errorf("trace of the pruned exception's event: %+v, %v; want the event and no exception", tr, err)
+	}
+	if tr, err := e.p.Trace("c-r-2"); err != nil || len(tr.Exceptions) != 1 || tr.Exceptions[0].ID != keptExc {
+		t.Errorf("trace of the open exception's event: %+v, %v", tr, err)
+	}
+	if _, _, err := e.p.approvals.Get(held[0]); !errors.Is(err, approvals.ErrNotFound) {
+		t.Errorf("decided approval after pruning: %v, want not found", err)
+	}
+	if a, _, err := e.p.approvals.Get(held[1]); err != nil || a.State != approvals.StatePending {
+		t.Errorf("pending approval after pruning: %+v, %v", a, err)
+	}
+	if left, err := e.p.alerts.List("", 0, 10); err != nil || len(left) != 1 || left[0].ID != keptAlert {
+		t.Errorf("alerts after pruning: %+v, %v; want only %d", left, err, keptAlert)
+	}
+	if e.p.exceptions.OpenCount() != 1 || e.p.alerts.OpenCount() != 1 || e.p.approvals.PendingCount() != 1 {
+		t.Errorf("open counts after pruning: exceptions %d, alerts %d, approvals %d; want 1 each",
+			e.p.exceptions.OpenCount(), e.p.alerts.OpenCount(), e.p.approvals.PendingCount())
+	}
+	var m dto.Metric
+	if err := e.p.m.resolvedPruned.WithLabelValues("exception").Write(&m); err != nil || m.GetCounter().GetValue() != 1 {
+		t.Errorf("resolved_pruned_total{kind=exception} %v, want 1", m.GetCounter().GetValue())
+	}
+	if n, err := e.p.Prune(context.Background()); err != nil || n.any() {
+		t.Fatalf("second prune: %+v, %v", n, err)
 	}
 }

@@ -144,15 +144,21 @@ func (p *Pipeline) resolveTx(tx *bolt.Tx, t *Trace, ref string) error {
 	case "a":
 		id, _ := strconv.ParseUint(rest, 10, 64)
 		a, err := p.approvals.GetTx(tx, id)
+		if errors.Is(err, approvals.ErrNotFound) {
+			return nil // pruned by storage.resolved_retention
+		}
 		if err != nil {
-			return nil
+			return err
 		}
 		t.Approvals = append(t.Approvals, a)
 	case "x":
 		id, _ := strconv.ParseUint(rest, 10, 64)
 		e, err := p.exceptions.GetTx(tx, id)
+		if errors.Is(err, exceptions.ErrNotFound) {
+			return nil // pruned by storage.resolved_retention
+		}
 		if err != nil {
-			return nil
+			return err
 		}
 		e.Event = nil // the events are listed once, above
 		t.Exceptions = append(t.Exceptions, e)
