@@ -336,3 +336,23 @@ func TestInvalidConfig(t *testing.T) {
 		}
 	}
 }
+
+// Numbers as spreadsheets write them reach the hub in the form it reads;
+// what the hub would refuse is refused here, naming the value.
+func TestCanonicalDecimal(t *testing.T) {
+	for in, want := range map[string]string{
+		"5": "5", "+5": "5", "5.": "5", ".5": "0.5", "-.5": "-0.5", "+0.25": "0.25", "-12.50": "-12.50",
+	} {
+		if got, err := canonicalDecimal(in); err != nil || got != want {
+			t.Errorf("canonicalDecimal(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for in, want := range map[string]string{
+		"1e5": "is not a decimal number", "+-5": "is not a decimal number", ".": "is not a decimal number",
+		"1 000": "is not a decimal number", "": "is not a decimal number", "0.1234567890123456789": "more than 40 digits or 18 decimals",
+	} {
+		if _, err := canonicalDecimal(in); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("canonicalDecimal(%q): %v; want %q", in, err, want)
+		}
+	}
+}

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,6 +16,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/plantsync/plantsync/hub/decimal"
 	pb "github.com/plantsync/plantsync/proto/plantsync/v1"
 )
 
@@ -371,7 +371,36 @@ func lookupJSON(obj map[string]any, key string) (string, bool) {
 	return string(raw), true
 }
 
-var decimalRE = regexp.MustCompile(`^[+-]?(\d+(\.\d*)?|\.\d+)$`)
+// canonicalDecimal writes a number as spreadsheets export it in the form
+// the hub reads (hub/decimal): "+5" as "5", "5." as "5", ".5" as "0.5",
+// "-.5" as "-0.5". What the hub would refuse (exponents, separators, more
+// than decimal.MaxDigits digits or decimal.MaxScale decimals) is refused
+// here, with the row, instead of as a rejected event at the hub.
+func canonicalDecimal(v string) (string, error) {
+	sign, body := "", v
+	switch {
+	case strings.HasPrefix(body, "+"):
+		body = body[1:]
+	case strings.HasPrefix(body, "-"):
+		sign, body = "-", body[1:]
+	}
+	if strings.HasPrefix(body, "+") || strings.HasPrefix(body, "-") {
+		return "", fmt.Errorf("%q is not a decimal number", v)
+	}
+	if body != "." {
+		body = strings.TrimSuffix(body, ".")
+		if strings.HasPrefix(body, ".") {
+			body = "0" + body
+		}
+	}
+	if _, err := decimal.Parse(sign + body); err != nil {
+		if errors.Is(err, decimal.ErrRange) {
+			return "", fmt.Errorf("%q has more than %d digits or %d decimals", v, decimal.MaxDigits, decimal.MaxScale)
+		}
+		return "", fmt.Errorf("%q is not a decimal number", v)
+	}
+	return sign + body, nil
+}
 
 var timeLayouts = []string{time.RFC3339Nano, "2006-01-02T15:04:05", "2006-01-02 15:04:05", "2006-01-02T15:04", "2006-01-02 15:04", time.DateOnly}
 
@@ -450,9 +479,11 @@ func (m *mapping) set(msg protoreflect.Message, f fieldMap, v string) error {
 			if m.cfg.DecimalComma {
 				v = strings.ReplaceAll(strings.ReplaceAll(v, ".", ""), ",", ".")
 			}
-			if !decimalRE.MatchString(v) {
-				return fmt.Errorf("%q is not a decimal number", v)
+			d, err := canonicalDecimal(v)
+			if err != nil {
+				return err
 			}
+			v = d
 		}
 		val = protoreflect.ValueOfString(v)
 	case protoreflect.BoolKind:
