@@ -30,6 +30,11 @@ type session struct {
 	limits serverLimits
 	subs   []*subscription
 	epoch  uint64
+	// notifs receives this session's notifications; forward hands them to
+	// the processor tagged with epoch.
+	notifs    chan *opcua.PublishNotificationData
+	closed    chan struct{} // closed once the client is closed
+	forwarded chan struct{} // closed once forward has handed on the rest
 }
 
 type subscription struct {
@@ -163,6 +168,10 @@ func (s *Source) closeSession(sess *session, lost bool) *opcua.Session {
 		orphan, _ = sess.c.DetachSession(ctx)
 	}
 	_ = sess.c.Close(ctx)
+	// The client sends no more notifications: let forward hand on the
+	// queued ones before the next session's begin.
+	close(sess.closed)
+	<-sess.forwarded
 	return orphan
 }
 
@@ -350,7 +359,49 @@ func (s *Source) connect(ctx context.Context, orphan *opcua.Session) (*session, 
 		return nil, fmt.Errorf("connect to %s (%s, %s): %w", s.cfg.Endpoint,
 			strings.TrimPrefix(ep.SecurityPolicyURI, ua.SecurityPolicyURIPrefix), modeName(ep.SecurityMode), err)
 	}
-	return &session{c: c, ep: ep, epoch: s.epoch.Add(1)}, nil
+	sess := &session{c: c, ep: ep, epoch: s.epoch.Add(1), notifs: make(chan *opcua.PublishNotificationData, 256),
+		closed: make(chan struct{}), forwarded: make(chan struct{})}
+	go s.forward(ctx, sess)
+	return sess, nil
+}
+
+// forward hands the session's notifications to the processor tagged with
+// the session's epoch: one still queued when the connection is lost and
+// processed after the next session began counts as the old session's, so it
+// cannot pass for the new session's first live value, which would make the
+// back-fill skip the gap (handleValue, handleHistory). Once the client is
+// closed it hands on what is left and ends.
+func (s *Source) forward(ctx context.Context, sess *session) {
+	defer close(sess.forwarded)
+	send := func(n *opcua.PublishNotificationData) bool {
+		select {
+		case s.notifs <- notification{data: n, epoch: sess.epoch}:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	for {
+		select {
+		case n := <-sess.notifs:
+			if !send(n) {
+				return
+			}
+		case <-sess.closed:
+			for {
+				select {
+				case n := <-sess.notifs:
+					if !send(n) {
+						return
+					}
+				default:
+					return
+				}
+			}
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // closeOrphan closes the session a lost connection left on the server.
@@ -654,7 +705,7 @@ func (s *Source) subscriptionFor(ctx context.Context, sess *session, perSub int)
 		Interval:          pub,
 		MaxKeepAliveCount: keepAlive,
 		LifetimeCount:     keepAlive * 6,
-	}, s.notifs)
+	}, sess.notifs)
 	if err != nil {
 		return nil, err
 	}

@@ -132,7 +132,7 @@ type Source struct {
 	byKey    map[string]*item // session goroutine
 	restored map[string]lastValue
 
-	notifs  chan *opcua.PublishNotificationData
+	notifs  chan notification
 	history chan historyBatch
 	lost    chan error
 	recheck chan struct{}
@@ -177,7 +177,7 @@ func New(cfg *Config, env source.Env) (*Source, error) {
 		trust:    newTrustStore(cfg.Trust, env.StateDir),
 		byKey:    map[string]*item{},
 		restored: map[string]lastValue{},
-		notifs:   make(chan *opcua.PublishNotificationData, 256),
+		notifs:   make(chan notification, 256),
 		history:  make(chan historyBatch, 4),
 		lost:     make(chan error, 1),
 		recheck:  make(chan struct{}, 1),
@@ -446,14 +446,21 @@ func (s *Source) process(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case n := <-s.notifs:
-			s.handleNotification(n)
+			s.handleNotification(n.data, n.epoch)
 		case hb := <-s.history:
 			s.handleHistory(hb)
 		}
 	}
 }
 
-func (s *Source) handleNotification(n *opcua.PublishNotificationData) {
+// notification is a session's notification tagged with its epoch.
+type notification struct {
+	data  *opcua.PublishNotificationData
+	epoch uint64
+}
+
+// handleNotification maps one notification of the session numbered epoch.
+func (s *Source) handleNotification(n *opcua.PublishNotificationData, epoch uint64) {
 	if n.Error != nil {
 		s.m.errors.WithLabelValues("publish").Inc()
 		s.log.Debug("publish error", "error", n.Error)
@@ -464,7 +471,6 @@ func (s *Source) handleNotification(n *opcua.PublishNotificationData) {
 	switch v := n.Value.(type) {
 	case *ua.DataChangeNotification:
 		s.m.notifications.Add(float64(len(v.MonitoredItems)))
-		epoch := s.epoch.Load()
 		for _, mi := range v.MonitoredItems {
 			if mi == nil || int(mi.ClientHandle) >= len(items) || mi.Value == nil {
 				s.m.errors.WithLabelValues("publish").Inc()
@@ -530,7 +536,9 @@ func (s *Source) handleValue(it *item, dv *ua.DataValue, now time.Time, epoch ui
 		// bad status repeated: once is enough.
 		return
 	}
-	if it.liveEpoch != epoch {
+	if epoch > it.liveEpoch {
+		// The first live value of a newer session: the back-fill of that
+		// session stops here. A value of an older session does not move it.
 		it.liveEpoch, it.liveFrom = epoch, lv.ts
 	}
 	s.deliver(it, ev, lv)
