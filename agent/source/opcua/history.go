@@ -104,19 +104,31 @@ func (s *Source) readEURange(ctx context.Context, sess *session, it *item) {
 	}
 }
 
-// takeGapMarks records, before the session subscribes, where each
-// historized node's values stopped (its mark: the newest value delivered):
-// the live subscription's first values move the marks past the gap, and a
-// back-fill that read them then would read nothing of it. A gap not yet
-// back-filled (a failed back-fill, a session lost during it) keeps its
-// older mark. Session goroutine only.
-func (s *Source) takeGapMarks() {
+// takeGapMarks records, once per session and before the node is
+// subscribed, where each historized value node's values stopped (its mark:
+// the newest value delivered): the live subscription's first values move
+// the marks past the gap, and a back-fill that read them then would read
+// nothing of it. A gap not yet back-filled (a failed back-fill, a session
+// lost during it) keeps its older mark. It runs when the session begins
+// and again whenever nodes join mid-session: added by browse, or found
+// historized only now because reading their history attributes failed
+// before (their live values of this session are not read back twice,
+// handleHistory). A node whose history attributes are still unknown waits
+// for a later call. Session goroutine only.
+func (s *Source) takeGapMarks(sess *session) {
 	if s.gapPending == nil {
 		s.gapPending = map[*item]lastValue{}
 	}
 	for _, it := range *s.items.Load() {
+		if it.kind != kindValue || it.removed.Load() || it.gapEpoch == sess.epoch {
+			continue
+		}
+		if !it.historyChecked && it.opts.Backfill == BackfillAuto {
+			continue
+		}
+		it.gapEpoch = sess.epoch
 		mk := it.mark.Load()
-		if mk == nil || it.kind != kindValue || !it.historized.Load() {
+		if mk == nil || !it.historized.Load() {
 			continue
 		}
 		if p, ok := s.gapPending[it]; !ok || mk.ts.Before(p.ts) {

@@ -443,7 +443,7 @@ func (s *Source) serve(ctx context.Context, sess *session, bo *backoff) error {
 		}
 	}
 	s.detectHistory(ctx, sess, *s.items.Load())
-	s.takeGapMarks()
+	s.takeGapMarks(sess)
 	if err := s.createItems(ctx, sess, s.itemsToCreate()); err != nil && lostErr(err) {
 		return err
 	}
@@ -499,11 +499,18 @@ func (s *Source) serve(ctx context.Context, sess *session, bo *backoff) error {
 				err = nil
 			}
 			if err == nil {
+				// Nodes browse added (and found historized) bring the gap
+				// since their restored marks.
+				s.takeGapMarks(sess)
 				err = s.createItems(ctx, sess, s.itemsToCreate())
 			}
 		case <-s.recheck:
 			s.takeOutUnknown(ctx, sess)
 		case <-retry.C:
+			// History attributes a failed read left unknown: a node found
+			// historized now gets the gap of this session read back too.
+			s.detectHistory(ctx, sess, *s.items.Load())
+			s.takeGapMarks(sess)
 			err = s.createItems(ctx, sess, s.itemsToRetry())
 			if !lostErr(err) && len(s.gapPending) > 0 {
 				// Items the server keeps refusing do not hold back the

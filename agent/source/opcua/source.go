@@ -82,6 +82,9 @@ type item struct {
 	monitoredID    uint32
 	filterRejected bool
 	historyChecked bool
+	// gapEpoch is the session whose gap this node's back-fill was settled
+	// for (takeGapMarks).
+	gapEpoch uint64
 
 	// Shared.
 	state      atomic.Int32

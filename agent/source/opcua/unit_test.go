@@ -486,3 +486,58 @@ func TestOlderSessionValueDoesNotMoveLiveStart(t *testing.T) {
 		t.Fatalf("delivered %v, want [1 2 3 7 8 5 4 5 6]", got)
 	}
 }
+
+// Gap marks are settled once per session per node, before it is
+// subscribed: at the session's start for the nodes known then, and later
+// for nodes browse adds and nodes whose history attributes could only be
+// read later, each from the mark it brought. A node live in the session
+// before that (with no mark) gets none.
+func TestGapMarksForNodesThatJoinMidSession(t *testing.T) {
+	src := newTestSourceWithSink(t, &memSink{})
+	t0 := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+	mark := func(sec int) lastValue { return lastValue{id: fmt.Sprint("v", sec), ts: t0.Add(time.Duration(sec) * time.Second)} }
+	src.restored["A"], src.restored["B"], src.restored["C"] = mark(1), mark(2), mark(3)
+	add := func(key string, checked, historized bool) *item {
+		it := &item{key: key, kind: kindValue, rule: -1, opts: ItemOptions{Backfill: BackfillAuto}}
+		src.addItem(it)
+		it.historyChecked = checked
+		it.historized.Store(historized)
+		return it
+	}
+	a := add("A", true, true)
+	b := add("B", false, false) // reading its history attributes failed
+	d := add("D", true, true)   // historized, no mark yet
+	pending := func() string {
+		var out []string
+		for _, it := range *src.items.Load() {
+			if mk, ok := src.gapPending[it]; ok {
+				out = append(out, fmt.Sprintf("%s:%s:%v", it.key, mk.id, it.gapOpen.Load()))
+			}
+		}
+		return strings.Join(out, " ")
+	}
+	sess := &session{epoch: 1}
+	src.takeGapMarks(sess)
+	if got := pending(); got != "A:v1:true" {
+		t.Fatalf("at the session's start: %q, want A:v1:true", got)
+	}
+	// Mid-session: A's and D's live values move their marks; B's history
+	// attributes are read now; browse adds C.
+	a.mark.Store(&lastValue{id: "v9", ts: t0.Add(9 * time.Second)})
+	d.mark.Store(&lastValue{id: "v8", ts: t0.Add(8 * time.Second)})
+	b.historyChecked = true
+	b.historized.Store(true)
+	add("C", true, true)
+	src.takeGapMarks(sess)
+	if got := pending(); got != "A:v1:true B:v2:true C:v3:true" {
+		t.Fatalf("mid-session: %q, want A:v1:true B:v2:true C:v3:true", got)
+	}
+	if d.gapOpen.Load() {
+		t.Error("D, live before it had a mark, has an open gap")
+	}
+	// The next session: D now brings a mark; A keeps its older pending one.
+	src.takeGapMarks(&session{epoch: 2})
+	if got := pending(); got != "A:v1:true B:v2:true D:v8:true C:v3:true" {
+		t.Fatalf("next session: %q", got)
+	}
+}
