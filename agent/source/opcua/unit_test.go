@@ -495,7 +495,9 @@ func TestOlderSessionValueDoesNotMoveLiveStart(t *testing.T) {
 func TestGapMarksForNodesThatJoinMidSession(t *testing.T) {
 	src := newTestSourceWithSink(t, &memSink{})
 	t0 := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
-	mark := func(sec int) lastValue { return lastValue{id: fmt.Sprint("v", sec), ts: t0.Add(time.Duration(sec) * time.Second)} }
+	mark := func(sec int) lastValue {
+		return lastValue{id: fmt.Sprint("v", sec), ts: t0.Add(time.Duration(sec) * time.Second)}
+	}
 	src.restored["A"], src.restored["B"], src.restored["C"] = mark(1), mark(2), mark(3)
 	add := func(key string, checked, historized bool) *item {
 		it := &item{key: key, kind: kindValue, rule: -1, opts: ItemOptions{Backfill: BackfillAuto}}
