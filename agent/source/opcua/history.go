@@ -158,18 +158,14 @@ func (s *Source) backfill(ctx context.Context, sess *session) error {
 	if len(todo) == 0 {
 		return nil
 	}
-	sort.Slice(todo, func(i, j int) bool { return todo[i].handle < todo[j].handle })
-	per := limit(100, sess.limits.historyNodes)
 	end := s.now()
 	floor := end.Add(-s.cfg.History.MaxAge)
 	total := 0
-	for len(todo) > 0 {
+	for _, chunk := range s.gapChunks(todo, limit(100, sess.limits.historyNodes)) {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		n := min(per, len(todo))
-		chunk := todo[:n]
-		todo = todo[n:]
+		n := len(chunk)
 		start := end
 		marks := make([]lastValue, n)
 		for i, it := range chunk {
@@ -208,6 +204,28 @@ func (s *Source) backfill(ctx context.Context, sess *session) error {
 		s.log.Info("back-filled values missed while disconnected", "values", total)
 	}
 	return nil
+}
+
+// gapChunks splits the nodes to back-fill into HistoryReads of up to per
+// nodes, grouped by the start of their gaps: a read starts at the oldest
+// mark of its chunk, so a node whose gap began days ago (a back-fill that
+// kept failing) shares a read only with others as old, and the nodes of a
+// fresh gap do not read days of values they already delivered.
+func (s *Source) gapChunks(todo []*item, per int) [][]*item {
+	sort.Slice(todo, func(i, j int) bool {
+		a, b := s.gapPending[todo[i]].ts, s.gapPending[todo[j]].ts
+		if !a.Equal(b) {
+			return a.Before(b)
+		}
+		return todo[i].handle < todo[j].handle
+	})
+	var out [][]*item
+	for len(todo) > 0 {
+		n := min(per, len(todo))
+		out = append(out, todo[:n])
+		todo = todo[n:]
+	}
+	return out
 }
 
 // closeGap ends a node's pending gap: its back-fill is done (or no longer

@@ -543,3 +543,28 @@ func TestGapMarksForNodesThatJoinMidSession(t *testing.T) {
 		t.Fatalf("next session: %q", got)
 	}
 }
+
+// Back-fill reads group nodes by the start of their gaps, oldest first, so
+// a node with an old gap does not make the others read from its start.
+func TestGapChunksGroupByStart(t *testing.T) {
+	src := newTestSourceWithSink(t, &memSink{})
+	src.gapPending = map[*item]lastValue{}
+	t0 := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+	var todo []*item
+	for i, age := range []time.Duration{time.Minute, 72 * time.Hour, time.Minute, 48 * time.Hour, time.Minute} {
+		it := &item{key: fmt.Sprint("N", i), handle: uint32(i)}
+		src.gapPending[it] = lastValue{ts: t0.Add(-age)}
+		todo = append(todo, it)
+	}
+	var got []string
+	for _, chunk := range src.gapChunks(todo, 2) {
+		var keys []string
+		for _, it := range chunk {
+			keys = append(keys, it.key)
+		}
+		got = append(got, strings.Join(keys, ","))
+	}
+	if strings.Join(got, " | ") != "N1,N3 | N0,N2 | N4" {
+		t.Fatalf("chunks %v, want the two old gaps together, then the fresh ones by handle", got)
+	}
+}
