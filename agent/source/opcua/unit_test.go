@@ -145,10 +145,10 @@ func newTestSourceWithSink(t *testing.T, sink *memSink) *Source {
 	return src
 }
 
-// Back-filled values: those before the mark and those the live
-// subscription already delivered are dropped; the gap is delivered once,
-// and the mark (committed with the values) advances.
-func TestHistoryFilter(t *testing.T) {
+// historyFixture is a source with a running pump and one historized node;
+// at(s) is a value s seconds into the day, with that value.
+func historyFixture(t *testing.T) (*Source, *memSink, *item, func(int) *ua.DataValue) {
+	t.Helper()
 	sink := &memSink{}
 	src := newTestSourceWithSink(t, sink)
 	it := testItem(t, "ns=2;s=A", "observation", nil, nil, nil)
@@ -157,7 +157,15 @@ func TestHistoryFilter(t *testing.T) {
 	at := func(s int) *ua.DataValue { return dv(int32(s), 0, base.Add(time.Duration(s)*time.Second), base) }
 	ctx, cancel := context.WithCancel(context.Background())
 	src.pump.start(ctx)
-	defer func() { cancel(); src.pump.wg.Wait() }()
+	t.Cleanup(func() { cancel(); src.pump.wg.Wait() })
+	return src, sink, it, at
+}
+
+// Back-filled values: those before the mark and those the live
+// subscription already delivered are dropped; the gap is delivered once,
+// and the mark (committed with the values) advances.
+func TestHistoryFilter(t *testing.T) {
+	src, sink, it, at := historyFixture(t)
 
 	// Delivered before the cut: 1..3.
 	for s := 1; s <= 3; s++ {
@@ -183,7 +191,7 @@ func TestHistoryFilter(t *testing.T) {
 	if fmt.Sprint(got) != "[1 2 3 7 8 4 5 6]" {
 		t.Fatalf("delivered %v", got)
 	}
-	if mk := it.mark.Load(); !mk.ts.Equal(base.Add(8 * time.Second)) {
+	if mk := it.mark.Load(); !mk.ts.Equal(at(8).SourceTimestamp) {
 		t.Fatalf("mark = %v", mk.ts)
 	}
 	var state []byte
@@ -193,7 +201,7 @@ func TestHistoryFilter(t *testing.T) {
 		}
 		return nil
 	}))
-	if lv, ok := decodeMark(state); !ok || !lv.ts.Equal(base.Add(8*time.Second)) {
+	if lv, ok := decodeMark(state); !ok || !lv.ts.Equal(at(8).SourceTimestamp) {
 		t.Fatalf("committed mark = %v %v", lv, ok)
 	}
 	// The same value again (a redelivered initial value) is dropped.
@@ -456,15 +464,7 @@ func TestForwardTagsNotificationsWithTheirSession(t *testing.T) {
 // live value neither moves where the newer back-fill stops nor makes it
 // deliver the newer live values again.
 func TestOlderSessionValueDoesNotMoveLiveStart(t *testing.T) {
-	sink := &memSink{}
-	src := newTestSourceWithSink(t, sink)
-	it := testItem(t, "ns=2;s=A", "observation", nil, nil, nil)
-	it.historized.Store(true)
-	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	at := func(s int) *ua.DataValue { return dv(int32(s), 0, base.Add(time.Duration(s)*time.Second), base) }
-	ctx, cancel := context.WithCancel(context.Background())
-	src.pump.start(ctx)
-	defer func() { cancel(); src.pump.wg.Wait() }()
+	src, sink, it, at := historyFixture(t)
 
 	for s := 1; s <= 3; s++ {
 		src.handleValue(it, at(s), now, 1)
