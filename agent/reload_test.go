@@ -1,18 +1,10 @@
 package agent_test
 
 import (
-	"bytes"
-	"context"
-	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
-	"reflect"
-	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"go.uber.org/goleak"
 
@@ -20,24 +12,6 @@ import (
 	"github.com/plantsync/plantsync/internal/cli"
 	"github.com/plantsync/plantsync/internal/testkit"
 )
-
-// lockedBuffer collects log output written from several goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestReloadLiveAndRestartFields shows one field of each kind on a running
 // agent: log.level changes live, buffer.overflow waits for a restart.
@@ -71,66 +45,18 @@ log: {level: %s}
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out lockedBuffer
+	var out testkit.LockedBuffer
 	log := cli.Logger(&out, cfg.Log.Level, "text")
 	a, err := agent.New(cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
-	if err := a.Reload(ctx); !errors.Is(err, agent.ErrNoConfigFile) {
-		t.Fatalf("reload without a file: %v, want ErrNoConfigFile", err)
-	}
-	if err := a.Alive(ctx); err == nil {
-		t.Fatal("Alive before Start must fail")
-	}
-	a.SetConfigFile(path)
-	if err := a.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		if err := a.Shutdown(sctx); err != nil {
-			t.Error(err)
-		}
-	}()
-	if err := a.Alive(ctx); err != nil {
-		t.Fatalf("Alive: %v", err)
-	}
-	if log.Enabled(ctx, slog.LevelDebug) {
-		t.Fatal("debug enabled at level info")
-	}
-
-	write("debug", "drop_oldest")
-	if err := a.Reload(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if !log.Enabled(ctx, slog.LevelDebug) {
-		t.Fatal("log.level debug not applied live")
-	}
-	if got, want := a.RestartPending(), []string{"buffer.overflow"}; !reflect.DeepEqual(got, want) {
-		t.Fatalf("RestartPending = %v, want %v", got, want)
-	}
-	if !strings.Contains(out.String(), "buffer.overflow") {
-		t.Fatalf("the restart-needing field is not in the log:\n%s", out.String())
-	}
-
-	// A broken file changes nothing.
-	write("loud", "block")
-	if err := a.Reload(ctx); err == nil || !strings.Contains(err.Error(), "log.level") {
-		t.Fatalf("reload of a bad file: %v, want the log.level problem", err)
-	}
-	if !log.Enabled(ctx, slog.LevelDebug) || len(a.RestartPending()) != 1 {
-		t.Fatal("a failed reload changed the running agent")
-	}
-
-	// Back to what it started with: nothing pending, level restored.
-	write("info", "block")
-	if err := a.Reload(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if log.Enabled(ctx, slog.LevelDebug) || len(a.RestartPending()) != 0 {
-		t.Fatalf("after reverting: debug=%v pending=%v", log.Enabled(ctx, slog.LevelDebug), a.RestartPending())
-	}
+	testkit.CheckReload(t, a, testkit.ReloadCase{Path: path, ErrNoFile: agent.ErrNoConfigFile, RestartField: "buffer.overflow", Log: log, Out: &out,
+		Write: func(level string, changed bool) {
+			if changed {
+				write(level, "drop_oldest")
+			} else {
+				write(level, "block")
+			}
+		}})
 }

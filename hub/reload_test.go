@@ -1,18 +1,10 @@
 package hub_test
 
 import (
-	"bytes"
-	"context"
-	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
-	"reflect"
-	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"go.uber.org/goleak"
 
@@ -20,24 +12,6 @@ import (
 	"github.com/plantsync/plantsync/internal/cli"
 	"github.com/plantsync/plantsync/internal/testkit"
 )
-
-// lockedBuffer collects log output written from several goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestReloadLiveAndRestartFields shows one field of each kind: log.level
 // changes in the running hub, storage.retention.max_age waits for a restart.
@@ -70,64 +44,14 @@ log:
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out lockedBuffer
+	var out testkit.LockedBuffer
 	log := cli.Logger(&out, cfg.Log.Level, "text")
-	h := hub.New(cfg, log)
-
-	ctx := context.Background()
-	if err := h.Reload(ctx); !errors.Is(err, hub.ErrNoConfigFile) {
-		t.Fatalf("reload without a file: %v, want ErrNoConfigFile", err)
-	}
-	if err := h.Alive(ctx); err == nil {
-		t.Fatal("Alive before Start must fail")
-	}
-	h.SetConfigFile(path)
-	if err := h.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		if err := h.Shutdown(sctx); err != nil {
-			t.Error(err)
-		}
-	}()
-	if err := h.Alive(ctx); err != nil {
-		t.Fatalf("Alive: %v", err)
-	}
-	if log.Enabled(ctx, slog.LevelDebug) {
-		t.Fatal("debug enabled at level info")
-	}
-
-	write("debug", "48h")
-	if err := h.Reload(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if !log.Enabled(ctx, slog.LevelDebug) {
-		t.Fatal("log.level debug not applied live")
-	}
-	if got, want := h.RestartPending(), []string{"storage.retention.max_age"}; !reflect.DeepEqual(got, want) {
-		t.Fatalf("RestartPending = %v, want %v", got, want)
-	}
-	if !strings.Contains(out.String(), "storage.retention.max_age") {
-		t.Fatalf("the restart-needing field is not in the log:\n%s", out.String())
-	}
-
-	// A broken file changes nothing.
-	write("loud", "1h")
-	if err := h.Reload(ctx); err == nil || !strings.Contains(err.Error(), "log.level") {
-		t.Fatalf("reload of a bad file: %v, want the log.level problem", err)
-	}
-	if !log.Enabled(ctx, slog.LevelDebug) || len(h.RestartPending()) != 1 {
-		t.Fatal("a failed reload changed the running hub")
-	}
-
-	// Back to what it started with: nothing pending, level restored.
-	write("info", "720h")
-	if err := h.Reload(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if log.Enabled(ctx, slog.LevelDebug) || len(h.RestartPending()) != 0 {
-		t.Fatalf("after reverting: debug=%v pending=%v", log.Enabled(ctx, slog.LevelDebug), h.RestartPending())
-	}
+	testkit.CheckReload(t, hub.New(cfg, log), testkit.ReloadCase{Path: path, ErrNoFile: hub.ErrNoConfigFile, RestartField: "storage.retention.max_age", Log: log, Out: &out,
+		Write: func(level string, changed bool) {
+			if changed {
+				write(level, "48h")
+			} else {
+				write(level, "720h")
+			}
+		}})
 }
