@@ -1,13 +1,10 @@
 package e2e
 
 import (
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
 	"slices"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -42,56 +39,7 @@ func TestCrashAgentKilledHubRestartedExactlyOnce(t *testing.T) {
 	ag.Start()
 	epoch := ag.WaitRunning(20 * time.Second).Buffer.Epoch
 
-	// The publisher holds gate shared per message. mochi v2.7.9 loses a
-	// message routed to a persistent session while a reconnecting client
-	// takes that session over (inheritClientSession clones the inflight
-	// messages, then clears the old client's, which stays registered until
-	// the new one is added), so the test closes the gate only for that
-	// moment. Messages still flow while the agent is being killed and
-	// while it is down: the broker queues them for the session.
-	var gate sync.RWMutex
-	pub := publisher(t, broker)
-	var published atomic.Int64
-	pubDone := make(chan error, 1)
-	go func() {
-		start := time.Now()
-		for i := range n {
-			if d := time.Until(start.Add(publishSpan * time.Duration(i) / n)); d > 0 {
-				time.Sleep(d)
-			}
-			gate.RLock()
-			tok := pub.Publish(topic, 1, false, testkit.CompletionJSON(msgID(i)))
-			ok := tok.WaitTimeout(10*time.Second) && tok.Error() == nil
-			if ok {
-				published.Add(1)
-			}
-			gate.RUnlock()
-			if !ok {
-				pubDone <- fmt.Errorf("publish %d: %v", i, tok.Error())
-				return
-			}
-		}
-		pubDone <- nil
-	}()
-	restartAgent := func() {
-		gate.Lock()
-		defer gate.Unlock()
-		// The broker acks a publish before routing it: wait for the routing.
-		waitFor(t, nil, 10*time.Second, "broker routed every acknowledged publish", func() error {
-			if r, p := deliveries.routed.Load(), published.Load(); r < p {
-				return fmt.Errorf("routed %d of %d", r, p)
-			}
-			return nil
-		})
-		old := brokerSession(mb, ag.ClientID)
-		ag.Start()
-		waitFor(t, ag.proc, 10*time.Second, "agent took its MQTT session over", func() error {
-			if cl := brokerSession(mb, ag.ClientID); cl == nil || cl == old {
-				return errors.New("no new session yet")
-			}
-			return nil
-		})
-	}
+	pub := startGatedPublisher(t, broker, topic, n, publishSpan, func(i int) []byte { return testkit.CompletionJSON(msgID(i)) })
 
 	// The hub goes down (SIGTERM) at two seeded kills and stays down for
 	// the next one or two, so the agent also restarts and is killed while
@@ -116,7 +64,7 @@ func TestCrashAgentKilledHubRestartedExactlyOnce(t *testing.T) {
 			}
 		}
 		ag.Kill()
-		t.Logf("kill %2d at %5.2fs: published %4d, agent %s at sequence %d", k+1, time.Since(began).Seconds(), published.Load(), state, lastSeq)
+		t.Logf("kill %2d at %5.2fs: published %4d, agent %s at sequence %d", k+1, time.Since(began).Seconds(), pub.published.Load(), state, lastSeq)
 		if down, ok := hubStopAt[k]; ok {
 			stopping := time.Now()
 			if code := hub.Stop(20 * time.Second); code != 0 {
@@ -127,14 +75,14 @@ func TestCrashAgentKilledHubRestartedExactlyOnce(t *testing.T) {
 		}
 		// Down for a while: the broker queues for the session meanwhile.
 		time.Sleep(between(0, 100*time.Millisecond))
-		restartAgent()
+		pub.restartAgent(t, mb, deliveries, ag)
 		if k == hubDownUntil {
 			hub.Start()
 			hubRestarts++
 			t.Logf("hub restarted at %.2fs", time.Since(began).Seconds())
 		}
 	}
-	if err := <-pubDone; err != nil {
+	if err := <-pub.done; err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("publishing and %d kills done at %.2fs; %d kills hit a running source; %d hub restarts; broker redeliveries so far %d",

@@ -1,12 +1,9 @@
 package e2e
 
 import (
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -64,54 +61,12 @@ func TestCrashMQTTContentHashExactlyOnce(t *testing.T) {
 		}
 	}
 
-	// See crash_test.go: the gate keeps publishes away from the moment
-	// mochi hands a persistent session to a reconnecting client.
-	var gate sync.RWMutex
-	pub := publisher(t, broker)
-	var published atomic.Int64
-	pubDone := make(chan error, 1)
-	go func() {
-		start := time.Now()
-		for i := range n {
-			if d := time.Until(start.Add(publishSpan * time.Duration(i) / n)); d > 0 {
-				time.Sleep(d)
-			}
-			payload := good(i)
-			if isBad(i) {
-				payload = bad(i)
-			}
-			gate.RLock()
-			tok := pub.Publish(topic, 1, false, payload)
-			ok := tok.WaitTimeout(10*time.Second) && tok.Error() == nil
-			if ok {
-				published.Add(1)
-			}
-			gate.RUnlock()
-			if !ok {
-				pubDone <- fmt.Errorf("publish %d: %v", i, tok.Error())
-				return
-			}
+	pub := startGatedPublisher(t, broker, topic, n, publishSpan, func(i int) []byte {
+		if isBad(i) {
+			return bad(i)
 		}
-		pubDone <- nil
-	}()
-	restartAgent := func() {
-		gate.Lock()
-		defer gate.Unlock()
-		waitFor(t, nil, 10*time.Second, "broker routed every acknowledged publish", func() error {
-			if r, p := deliveries.routed.Load(), published.Load(); r < p {
-				return fmt.Errorf("routed %d of %d", r, p)
-			}
-			return nil
-		})
-		old := brokerSession(mb, ag.ClientID)
-		ag.Start()
-		waitFor(t, ag.proc, 10*time.Second, "agent took its MQTT session over", func() error {
-			if cl := brokerSession(mb, ag.ClientID); cl == nil || cl == old {
-				return errors.New("no new session yet")
-			}
-			return nil
-		})
-	}
+		return good(i)
+	})
 
 	hitRunning := 0
 	for k := range kills {
@@ -124,11 +79,11 @@ func TestCrashMQTTContentHashExactlyOnce(t *testing.T) {
 			}
 		}
 		ag.Kill()
-		t.Logf("kill %2d at %5.2fs: published %4d, agent %s at sequence %d", k+1, time.Since(began).Seconds(), published.Load(), state, lastSeq)
+		t.Logf("kill %2d at %5.2fs: published %4d, agent %s at sequence %d", k+1, time.Since(began).Seconds(), pub.published.Load(), state, lastSeq)
 		time.Sleep(between(0, 100*time.Millisecond))
-		restartAgent()
+		pub.restartAgent(t, mb, deliveries, ag)
 	}
-	if err := <-pubDone; err != nil {
+	if err := <-pub.done; err != nil {
 		t.Fatal(err)
 	}
 	if hitRunning < kills/2 {

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -9,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -207,4 +209,69 @@ func firstFew[T any](s []T) []T {
 		return s[:20]
 	}
 	return s
+}
+
+// gatedPublisher publishes n QoS 1 messages spread evenly over a span while
+// a crash test kills and restarts the agent. Each publish holds the gate
+// shared; restartAgent closes it only while the agent takes its persistent
+// session over: mochi v2.7.9 loses a message routed to a persistent session
+// while a reconnecting client takes that session over
+// (inheritClientSession clones the inflight messages, then clears the old
+// client's, which stays registered until the new one is added). Messages
+// still flow while the agent is being killed and while it is down: the
+// broker queues them for the session.
+type gatedPublisher struct {
+	gate      sync.RWMutex
+	published atomic.Int64
+	done      chan error
+}
+
+func startGatedPublisher(t *testing.T, broker, topic string, n int, span time.Duration, payload func(i int) []byte) *gatedPublisher {
+	t.Helper()
+	g := &gatedPublisher{done: make(chan error, 1)}
+	pub := publisher(t, broker)
+	go func() {
+		start := time.Now()
+		for i := range n {
+			if d := time.Until(start.Add(span * time.Duration(i) / time.Duration(n))); d > 0 {
+				time.Sleep(d)
+			}
+			g.gate.RLock()
+			tok := pub.Publish(topic, 1, false, payload(i))
+			ok := tok.WaitTimeout(10*time.Second) && tok.Error() == nil
+			if ok {
+				g.published.Add(1)
+			}
+			g.gate.RUnlock()
+			if !ok {
+				g.done <- fmt.Errorf("publish %d: %v", i, tok.Error())
+				return
+			}
+		}
+		g.done <- nil
+	}()
+	return g
+}
+
+// restartAgent starts the agent with the gate closed: once the broker has
+// routed every acknowledged publish (it acks before routing), until the
+// agent holds its MQTT session.
+func (g *gatedPublisher) restartAgent(t *testing.T, mb *mqtt.Server, deliveries *deliveryCounter, ag *agentProc) {
+	t.Helper()
+	g.gate.Lock()
+	defer g.gate.Unlock()
+	waitFor(t, nil, 10*time.Second, "broker routed every acknowledged publish", func() error {
+		if r, p := deliveries.routed.Load(), g.published.Load(); r < p {
+			return fmt.Errorf("routed %d of %d", r, p)
+		}
+		return nil
+	})
+	old := brokerSession(mb, ag.ClientID)
+	ag.Start()
+	waitFor(t, ag.proc, 10*time.Second, "agent took its MQTT session over", func() error {
+		if cl := brokerSession(mb, ag.ClientID); cl == nil || cl == old {
+			return errors.New("no new session yet")
+		}
+		return nil
+	})
 }
