@@ -347,20 +347,11 @@ func (c *Connector) purchaseChanges(ctx context.Context, cfg Config, pos *stream
 	if err != nil {
 		return nil, false, err
 	}
-	domain := []any{[]any{"company", "=", cfg.Company}, []any{"state", "in", purchaseApproved}, pos.after()}
-	var rows []purchaseRow
-	if err := rpc.call(ctx, "model.purchase.purchase.search_read", []any{domain, 0, limit, []any{[]any{"write_date", "ASC"}, []any{"id", "ASC"}},
-		[]string{"id", "number", "reference", "description", "state", "write_date", "party.name", "party.code", "warehouse.code"}, c.ctx()}, &rows); err != nil {
-		return nil, false, err
-	}
-	keys := make([]rowKey, len(rows))
-	for i, r := range rows {
-		keys[i] = rowKey{ID: r.ID, At: r.WriteDate.time()}
-	}
-	report, more := pos.read(keys, limit, cfg.ChangesSettle.D())
-	rows = keep(rows, report)
-	if len(rows) == 0 {
-		return nil, more, nil
+	rows, more, err := changedRows(ctx, c, rpc, "purchase.purchase", []any{[]any{"state", "in", purchaseApproved}},
+		[]string{"id", "number", "reference", "description", "state", "write_date", "party.name", "party.code", "warehouse.code"},
+		cfg, pos, limit, func(r purchaseRow) rowKey { return rowKey{ID: r.ID, At: r.WriteDate.time()} })
+	if err != nil || len(rows) == 0 {
+		return nil, more, err
 	}
 	ids := make([]any, len(rows))
 	for i, r := range rows {
@@ -405,6 +396,25 @@ func (c *Connector) purchaseChanges(ctx context.Context, cfg Config, pos *stream
 }
 
 // keep returns the rows whose report flag is set, in order.
+// changedRows reads the next rows of model in the company that match
+// filter and were written after pos, oldest first, and keeps those pos
+// reports now (streamPos.read: a row written within changes_settle waits).
+func changedRows[T any](ctx context.Context, c *Connector, rpc *client, model string, filter []any, fields []string,
+	cfg Config, pos *streamPos, limit int, key func(T) rowKey) (rows []T, more bool, err error) {
+	domain := append([]any{[]any{"company", "=", cfg.Company}}, filter...)
+	domain = append(domain, pos.after())
+	if err := rpc.call(ctx, "model."+model+".search_read", []any{domain, 0, limit, []any{[]any{"write_date", "ASC"}, []any{"id", "ASC"}},
+		fields, c.ctx()}, &rows); err != nil {
+		return nil, false, err
+	}
+	keys := make([]rowKey, len(rows))
+	for i, r := range rows {
+		keys[i] = key(r)
+	}
+	report, more := pos.read(keys, limit, cfg.ChangesSettle.D())
+	return keep(rows, report), more, nil
+}
+
 func keep[T any](rows []T, report []bool) []T {
 	out := rows[:0]
 	for i, r := range rows {
@@ -480,20 +490,11 @@ func (c *Connector) shipmentChanges(ctx context.Context, cfg Config, pos *stream
 	if err != nil {
 		return nil, false, err
 	}
-	domain := []any{[]any{"company", "=", cfg.Company}, []any{"state", "=", "done"}, pos.after()}
-	var rows []shipmentRow
-	if err := rpc.call(ctx, "model.stock.shipment.in.search_read", []any{domain, 0, limit, []any{[]any{"write_date", "ASC"}, []any{"id", "ASC"}},
-		[]string{"id", "number", "reference", "state", "write_date", "supplier.name", "supplier.code", "warehouse.code"}, c.ctx()}, &rows); err != nil {
-		return nil, false, err
-	}
-	keys := make([]rowKey, len(rows))
-	for i, r := range rows {
-		keys[i] = rowKey{ID: r.ID, At: r.WriteDate.time()}
-	}
-	report, more := pos.read(keys, limit, cfg.ChangesSettle.D())
-	rows = keep(rows, report)
-	if len(rows) == 0 {
-		return nil, more, nil
+	rows, more, err := changedRows(ctx, c, rpc, "stock.shipment.in", []any{[]any{"state", "=", "done"}},
+		[]string{"id", "number", "reference", "state", "write_date", "supplier.name", "supplier.code", "warehouse.code"},
+		cfg, pos, limit, func(r shipmentRow) rowKey { return rowKey{ID: r.ID, At: r.WriteDate.time()} })
+	if err != nil || len(rows) == 0 {
+		return nil, more, err
 	}
 	refs := make([]any, len(rows))
 	for i, r := range rows {
