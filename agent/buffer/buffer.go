@@ -2,14 +2,11 @@ package buffer
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -176,94 +173,17 @@ func fileExists(path string) bool {
 	return err == nil
 }
 
-// openBolt opens the file and turns bbolt's failures (and panics on pages
-// beyond a truncated end) into ErrCorrupt.
-func openBolt(path string, cfg Config) (db *bolt.DB, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("%w: %s: %v; move the file aside to start a new epoch (its unsent events are then lost)", ErrCorrupt, path, r)
-		}
-	}()
-	var fileSize int64 = -1
-	if st, statErr := os.Stat(path); statErr == nil {
-		fileSize = st.Size()
-		if fileSize == 0 {
-			return nil, fmt.Errorf("%w: %s is empty (a torn first write?); move it aside to start a new epoch", ErrCorrupt, path)
-		}
-		// Checked before bbolt maps the file: it reads pages (the freelist
-		// first) beyond a truncated end, which faults, and a fault is a
-		// fatal crash, not a panic.
-		if want, ok := metaSize(path); ok && want > fileSize {
-			return nil, fmt.Errorf("%w: %s is truncated: %d bytes on disk, its metadata needs %d; move it aside to start a new epoch (its unsent events are then lost)", ErrCorrupt, path, fileSize, want)
-		}
-	}
-	// Other damage can still point bbolt beyond the file: make the fault a
-	// panic that the recover above reports as ErrCorrupt.
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	db, err = bolt.Open(path, 0o600, &bolt.Options{
+// openBolt opens the file; boltkv.Open turns what is wrong with it into
+// ErrCorrupt.
+func openBolt(path string, cfg Config) (*bolt.DB, error) {
+	return boltkv.Open(path, &bolt.Options{
 		Timeout: cfg.OpenTimeout,
 		// The freelist is synced: with NoFreelistSync bbolt rebuilds it on
 		// open by walking every page in a goroutine of its own, where a
 		// damaged page panics beyond any recover.
 		FreelistType: bolt.FreelistMapType,
-	})
-	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
-			return nil, fmt.Errorf("open buffer %s: locked by another process (is another agent running with the same state_dir?): %w", path, err)
-		}
-		return nil, fmt.Errorf("%w: open %s: %v; move the file aside to start a new epoch (its unsent events are then lost)", ErrCorrupt, path, err)
-	}
-	if fileSize > 0 {
-		var want int64
-		_ = db.View(func(tx *bolt.Tx) error { want = tx.Size(); return nil })
-		if want > fileSize {
-			_ = db.Close()
-			return nil, fmt.Errorf("%w: %s is truncated: %d bytes on disk, its metadata needs %d; move it aside to start a new epoch (its unsent events are then lost)", ErrCorrupt, path, fileSize, want)
-		}
-	}
-	return db, nil
-}
-
-// metaSize reads bbolt's two meta pages the way bbolt does (the valid one
-// with the higher transaction id wins) and returns the file size it records:
-// high-water page times page size. ok is false when neither meta page is
-// valid; bolt.Open reports that.
-func metaSize(path string) (size int64, ok bool) {
-	f, err := os.Open(path)
-	if err != nil {
-		return 0, false
-	}
-	defer f.Close()
-	// bbolt v1 layout: a 16-byte page header, then the meta fields in
-	// native byte order: magic, version, page size, flags (uint32), root
-	// bucket (16 bytes), freelist, high-water page, txid, checksum (FNV-64a
-	// of the 56 bytes before it).
-	read := func(off int64) (pageSize, hwm, txid uint64, ok bool) {
-		b := make([]byte, 16+64)
-		if _, err := f.ReadAt(b, off); err != nil {
-			return 0, 0, 0, false
-		}
-		m, ne := b[16:], binary.NativeEndian
-		h := fnv.New64a()
-		_, _ = h.Write(m[:56])
-		if ne.Uint32(m[0:]) != 0xED0CDAED || ne.Uint32(m[4:]) != 2 || h.Sum64() != ne.Uint64(m[56:]) {
-			return 0, 0, 0, false
-		}
-		return uint64(ne.Uint32(m[8:])), ne.Uint64(m[40:]), ne.Uint64(m[48:]), true
-	}
-	ps0, hwm0, tx0, ok0 := read(0)
-	second := int64(ps0)
-	if !ok0 {
-		second = int64(os.Getpagesize())
-	}
-	ps1, hwm1, tx1, ok1 := read(second)
-	switch {
-	case ok0 && (!ok1 || tx0 >= tx1):
-		return int64(hwm0 * ps0), true
-	case ok1:
-		return int64(hwm1 * ps1), true
-	}
-	return 0, false
+	}, boltkv.OpenSpec{What: "buffer", Corrupt: ErrCorrupt, Owner: "is another agent running with the same state_dir?",
+		Aside: "to start a new epoch (its unsent events are then lost)"})
 }
 
 func (b *Buffer) load(existed bool) (err error) {

@@ -6,7 +6,12 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/plantsync/plantsync/internal/boltkv"
 )
+
+// ErrCursors marks a cursor file that is not a whole bbolt file.
+var ErrCursors = errors.New("capture cursor file is corrupt")
 
 var cursorBucket = []byte("cursors")
 
@@ -19,9 +24,11 @@ type Cursors struct {
 
 // OpenCursors opens (creating) the cursor store at path.
 func OpenCursors(path string) (*Cursors, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	db, err := boltkv.Open(path, &bolt.Options{Timeout: 2 * time.Second},
+		boltkv.OpenSpec{What: "capture cursors", Corrupt: ErrCursors, Owner: "is another hub running with the same storage.dir?",
+			Aside: "to read the ERP's changes again from the start (the hub drops the ones it has)"})
 	if err != nil {
-		return nil, fmt.Errorf("capture cursors %s: %w", path, err)
+		return nil, err
 	}
 	if err := db.Update(func(tx *bolt.Tx) error {
 		_, err := tx.CreateBucketIfNotExists(cursorBucket)

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -72,15 +70,11 @@ func Open(opts Options) (*Store, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	if err := os.MkdirAll(filepath.Dir(opts.Path), 0o700); err != nil {
-		return nil, fmt.Errorf("create crosswalk folder: %w", err)
-	}
-	db, err := bolt.Open(opts.Path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	db, err := boltkv.Open(opts.Path, &bolt.Options{Timeout: 2 * time.Second},
+		boltkv.OpenSpec{What: "crosswalks", Corrupt: ErrCorrupt, Owner: "is another hub running with the same storage.dir?",
+			Aside: "to start from the configured CSV files (changes made through the API are then lost)"})
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
-			return nil, fmt.Errorf("open crosswalks %s: locked by another process: %w", opts.Path, err)
-		}
-		return nil, fmt.Errorf("%w: open %s: %v", ErrCorrupt, opts.Path, err)
+		return nil, err
 	}
 	s := &Store{db: db, log: opts.Logger, now: opts.Now, specs: map[string]Spec{}}
 	for _, sp := range opts.Specs {

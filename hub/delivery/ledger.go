@@ -54,9 +54,11 @@ type Ledger struct {
 
 // OpenLedger opens or creates the ledger file at path.
 func OpenLedger(path string) (*Ledger, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	db, err := boltkv.Open(path, &bolt.Options{Timeout: 2 * time.Second},
+		boltkv.OpenSpec{What: "delivery ledger", Corrupt: ErrLedger, Owner: "is another hub running with the same storage.dir?",
+			Aside: "to start an empty ledger (deliveries cut short when the hub stopped are then retried without first being looked up in the target: check the target for duplicates)"})
 	if err != nil {
-		return nil, fmt.Errorf("%w %s: %w", ErrLedger, path, err)
+		return nil, err
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
 		m, err := tx.CreateBucketIfNotExists(bucketMeta)

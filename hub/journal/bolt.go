@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
@@ -109,18 +107,11 @@ func OpenBolt(opts BoltOptions) (*Bolt, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	if err := os.MkdirAll(filepath.Dir(opts.Path), 0o700); err != nil {
-		return nil, fmt.Errorf("create journal folder: %w", err)
-	}
-	if st, err := os.Stat(opts.Path); err == nil && st.Size() == 0 {
-		return nil, fmt.Errorf("%w: %s is empty; move it aside to start an empty journal", ErrCorrupt, opts.Path)
-	}
-	db, err := bolt.Open(opts.Path, 0o600, &bolt.Options{Timeout: 2 * time.Second, FreelistType: bolt.FreelistMapType})
+	db, err := boltkv.Open(opts.Path, &bolt.Options{Timeout: 2 * time.Second, FreelistType: bolt.FreelistMapType},
+		boltkv.OpenSpec{What: "journal", Corrupt: ErrCorrupt, Owner: "is another hub running with the same storage.dir?",
+			Aside: "to start an empty journal (agents resend only what they still buffer)"})
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
-			return nil, fmt.Errorf("open journal %s: locked by another process (is another hub running with the same storage.dir?): %w", opts.Path, err)
-		}
-		return nil, fmt.Errorf("%w: open %s: %v", ErrCorrupt, opts.Path, err)
+		return nil, err
 	}
 	j := &Bolt{
 		db: db, opts: opts, log: opts.Logger,

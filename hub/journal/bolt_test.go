@@ -2,8 +2,11 @@ package journal
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -145,5 +148,39 @@ func TestRetentionByBytes(t *testing.T) {
 	recs, _ := j.Read(0, 1000)
 	if recs[len(recs)-1].Position != 500 {
 		t.Fatal("pruning by bytes must keep the newest")
+	}
+}
+
+// A journal file cut short (a full disk, a copy that stopped) is refused
+// with ErrCorrupt naming the file and the fix; bbolt alone faulted on its
+// freelist page beyond the end, a fatal crash of the hub.
+func TestTruncatedJournalRefused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "journal.db")
+	j, err := OpenBolt(BoltOptions{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for b := range 50 {
+		evs := make([]Incoming, 100)
+		for i := range evs {
+			evs[i] = Incoming{ID: fmt.Sprintf("e-%d-%d", b, i), Raw: make([]byte, 500)}
+		}
+		if _, err := j.Commit(context.Background(), &Batch{Producer: "p", Epoch: "e", Events: evs}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(path, st.Size()/3); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenBolt(BoltOptions{Path: path}); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "is truncated") ||
+		!strings.Contains(err.Error(), "move it aside") {
+		t.Fatalf("open of a truncated journal: %v", err)
 	}
 }

@@ -9,13 +9,13 @@ package pipedb
 import (
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/plantsync/plantsync/internal/boltkv"
 )
 
 // FormatVersion of the file. 2 added the open-exceptions index
@@ -47,21 +47,14 @@ type DB struct {
 
 // Open opens or creates the file.
 func Open(path string) (*DB, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("create pipeline folder: %w", err)
-	}
-	if st, err := os.Stat(path); err == nil && st.Size() == 0 {
-		return nil, fmt.Errorf("%w: %s is empty; move it aside to start over", ErrCorrupt, path)
-	}
 	// NoFreelistSync: the freelist is rebuilt by scanning on open instead
 	// of being written with every commit, which halves the pages a small
 	// commit writes (etcd runs bbolt the same way).
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second, FreelistType: bolt.FreelistMapType, NoFreelistSync: true})
+	db, err := boltkv.Open(path, &bolt.Options{Timeout: 2 * time.Second, FreelistType: bolt.FreelistMapType, NoFreelistSync: true},
+		boltkv.OpenSpec{What: "pipeline file", Corrupt: ErrCorrupt, Owner: "is another hub running with the same storage.dir?",
+			Aside: "to start over (pending deliveries, exceptions and approvals are then lost; the journal keeps the events)"})
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
-			return nil, fmt.Errorf("open %s: locked by another process (is another hub running with the same storage.dir?): %w", path, err)
-		}
-		return nil, fmt.Errorf("%w: open %s: %v", ErrCorrupt, path, err)
+		return nil, err
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
 		meta, err := tx.CreateBucketIfNotExists(bucketMeta)

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -58,17 +57,17 @@ type quarantine struct {
 	entries int
 }
 
+// errQuarantineCorrupt marks a quarantine file that is not a whole bbolt
+// file.
+var errQuarantineCorrupt = errors.New("quarantine file is corrupt")
+
 func openQuarantine(dir string, maxEntries int) (*quarantine, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("quarantine folder: %w", err)
-	}
 	path := filepath.Join(dir, "quarantine.db")
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second, FreelistType: bolt.FreelistMapType})
+	db, err := boltkv.Open(path, &bolt.Options{Timeout: 2 * time.Second, FreelistType: bolt.FreelistMapType},
+		boltkv.OpenSpec{What: "quarantine", Corrupt: errQuarantineCorrupt, Owner: "is another agent running with the same state_dir?",
+			Aside: "to start an empty quarantine (the messages it held are then lost; they were acknowledged)"})
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
-			return nil, fmt.Errorf("open quarantine %s: locked by another process (is another agent running with the same state_dir?): %w", path, err)
-		}
-		return nil, fmt.Errorf("open quarantine %s: %w; move it aside to start an empty quarantine", path, err)
+		return nil, err
 	}
 	q := &quarantine{db: db, maxEntries: maxEntries}
 	err = db.Update(func(tx *bolt.Tx) error {
