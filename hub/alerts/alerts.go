@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	segjson "github.com/segmentio/encoding/json"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/plantsync/plantsync/hub/pipedb"
@@ -250,22 +251,25 @@ func (b *Bolt) List(state string, before uint64, limit int) ([]*Alert, error) {
 // of them after id after, oldest first (pipedb.PruneChunk). Unacknowledged
 // ones stay whatever their age. Ids follow raising, so the scan ends at the
 // first alert raised at or after cutoff.
-func (b *Bolt) Prune(cutoff time.Time, after uint64, limit int) (n int, next uint64, more bool, err error) {
-	all := func(tx *bolt.Tx) (*bolt.Bucket, error) { return tx.Bucket(bucketAlerts), nil }
-	return b.db.PruneChunk("alert ", all, after, limit, func(v []byte) (pipedb.Verdict, error) {
-		var a struct {
-			State    string     `json:"state"`
-			RaisedAt time.Time  `json:"raised_at"`
-			AckedAt  *time.Time `json:"acknowledged_at"`
-		}
-		switch err := json.Unmarshal(v, &a); {
-		case err != nil:
-			return pipedb.Keep, err
-		case !a.RaisedAt.Before(cutoff):
-			return pipedb.Stop, nil
-		case a.State == StateAcknowledged && a.AckedAt != nil && a.AckedAt.Before(cutoff):
-			return pipedb.Delete, nil
-		}
-		return pipedb.Keep, nil
-	})
+func (b *Bolt) Prune(cutoff time.Time, after uint64, limit int) (n int, next uint64, more bool, unreadable []error, err error) {
+	return b.db.PruneChunk(pipedb.Pruner{
+		What:   "alert ",
+		Bucket: func(tx *bolt.Tx) (*bolt.Bucket, error) { return tx.Bucket(bucketAlerts), nil },
+		Judge: func(_ *bolt.Tx, _, v []byte) (pipedb.Verdict, error) {
+			var a struct {
+				State    string     `json:"state"`
+				RaisedAt time.Time  `json:"raised_at"`
+				AckedAt  *time.Time `json:"acknowledged_at"`
+			}
+			switch err := segjson.Unmarshal(v, &a); {
+			case err != nil:
+				return pipedb.Keep, err
+			case !a.RaisedAt.Before(cutoff):
+				return pipedb.Stop, nil
+			case a.State == StateAcknowledged && a.AckedAt != nil && a.AckedAt.Before(cutoff):
+				return pipedb.Delete, nil
+			}
+			return pipedb.Keep, nil
+		},
+	}, after, limit)
 }

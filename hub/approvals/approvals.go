@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"time"
 
+	segjson "github.com/segmentio/encoding/json"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/plantsync/plantsync/hub/outbox"
@@ -351,28 +352,31 @@ func (b *Bolt) List(state string, limit int) ([]Listed, error) {
 
 // Prune deletes approvals decided before cutoff whose decision took effect
 // (Released), looking at up to limit of them after id after, oldest first
-// (pipedb.PruneChunk). Pending ones, and approved ones still waiting behind
+// (pipedb.PruneChunk). Pending ones, and decided ones still waiting behind
 // another held action, stay whatever their age. Ids follow creation, so the
 // scan ends at the first approval created at or after cutoff.
-func (b *Bolt) Prune(cutoff time.Time, after uint64, limit int) (n int, next uint64, more bool, err error) {
-	all := func(tx *bolt.Tx) (*bolt.Bucket, error) { return tx.Bucket(bucketApprovals), nil }
-	return b.db.PruneChunk("approval ", all, after, limit, func(v []byte) (pipedb.Verdict, error) {
-		var a struct {
-			State     State      `json:"state"`
-			CreatedAt time.Time  `json:"created_at"`
-			DecidedAt *time.Time `json:"decided_at"`
-			Released  bool       `json:"released"`
-		}
-		switch err := json.Unmarshal(v, &a); {
-		case err != nil:
-			return pipedb.Keep, err
-		case !a.CreatedAt.Before(cutoff):
-			return pipedb.Stop, nil
-		case a.State != StatePending && a.Released && a.DecidedAt != nil && a.DecidedAt.Before(cutoff):
-			return pipedb.Delete, nil
-		}
-		return pipedb.Keep, nil
-	})
+func (b *Bolt) Prune(cutoff time.Time, after uint64, limit int) (n int, next uint64, more bool, unreadable []error, err error) {
+	return b.db.PruneChunk(pipedb.Pruner{
+		What:   "approval ",
+		Bucket: func(tx *bolt.Tx) (*bolt.Bucket, error) { return tx.Bucket(bucketApprovals), nil },
+		Judge: func(_ *bolt.Tx, _, v []byte) (pipedb.Verdict, error) {
+			var a struct {
+				State     State      `json:"state"`
+				CreatedAt time.Time  `json:"created_at"`
+				DecidedAt *time.Time `json:"decided_at"`
+				Released  bool       `json:"released"`
+			}
+			switch err := segjson.Unmarshal(v, &a); {
+			case err != nil:
+				return pipedb.Keep, err
+			case !a.CreatedAt.Before(cutoff):
+				return pipedb.Stop, nil
+			case a.State != StatePending && a.Released && a.DecidedAt != nil && a.DecidedAt.Before(cutoff):
+				return pipedb.Delete, nil
+			}
+			return pipedb.Keep, nil
+		},
+	}, after, limit)
 }
 
 // ExistsTx reports whether approval id is still stored (not pruned).

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	segjson "github.com/segmentio/encoding/json"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/plantsync/plantsync/hub/outbox"
@@ -397,27 +398,44 @@ func (b *Bolt) List(f Filter) ([]*Exception, error) {
 
 // Prune deletes exceptions resolved before cutoff, looking at up to limit
 // of them after id after, oldest first (pipedb.PruneChunk). Open ones stay
-// whatever their age. Ids follow creation, so the scan ends at the first
-// exception created at or after cutoff: one resolved before cutoff was
-// created before it.
-func (b *Bolt) Prune(cutoff time.Time, after uint64, limit int) (n int, next uint64, more bool, err error) {
-	all := func(tx *bolt.Tx) (*bolt.Bucket, error) { return tx.Bucket(bucketExceptions), nil }
-	return b.db.PruneChunk("exception ", all, after, limit, func(v []byte) (pipedb.Verdict, error) {
-		var e struct {
-			State      State      `json:"state"`
-			CreatedAt  time.Time  `json:"created_at"`
-			ResolvedAt *time.Time `json:"resolved_at"`
-		}
-		switch err := json.Unmarshal(v, &e); {
-		case err != nil:
-			return pipedb.Keep, err
-		case !e.CreatedAt.Before(cutoff):
-			return pipedb.Stop, nil
-		case e.State == StateResolved && e.ResolvedAt != nil && e.ResolvedAt.Before(cutoff):
-			return pipedb.Delete, nil
-		}
-		return pipedb.Keep, nil
-	})
+// whatever their age, and are passed over through the open index without
+// being read. Ids follow creation, so the scan ends at the first resolved
+// exception created at or after cutoff. For a pruned delivery exception,
+// delivery runs in the deleting transaction (the pipeline deletes the
+// failed outbox entry it parked).
+func (b *Bolt) Prune(cutoff time.Time, after uint64, limit int, delivery func(tx *bolt.Tx, d *Delivery) error) (n int, next uint64, more bool, unreadable []error, err error) {
+	type stored struct {
+		State      State      `json:"state"`
+		CreatedAt  time.Time  `json:"created_at"`
+		ResolvedAt *time.Time `json:"resolved_at"`
+		Delivery   *Delivery  `json:"delivery"`
+	}
+	return b.db.PruneChunk(pipedb.Pruner{
+		What:   "exception ",
+		Bucket: func(tx *bolt.Tx) (*bolt.Bucket, error) { return tx.Bucket(bucketExceptions), nil },
+		Judge: func(tx *bolt.Tx, k, v []byte) (pipedb.Verdict, error) {
+			if ok, _ := tx.Bucket(bucketOpen).Cursor().Seek(k); bytes.Equal(ok, k) {
+				return pipedb.Keep, nil
+			}
+			var e stored
+			switch err := segjson.Unmarshal(v, &e); {
+			case err != nil:
+				return pipedb.Keep, err
+			case !e.CreatedAt.Before(cutoff):
+				return pipedb.Stop, nil
+			case e.State == StateResolved && e.ResolvedAt != nil && e.ResolvedAt.Before(cutoff):
+				return pipedb.Delete, nil
+			}
+			return pipedb.Keep, nil
+		},
+		Gone: func(tx *bolt.Tx, _, v []byte) error {
+			var e stored
+			if err := segjson.Unmarshal(v, &e); err != nil || e.Delivery == nil || delivery == nil {
+				return err
+			}
+			return delivery(tx, e.Delivery)
+		},
+	}, after, limit)
 }
 
 // ExistsTx reports whether exception id is still stored (not pruned).

@@ -8,6 +8,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/plantsync/plantsync/hub/pipedb"
+	"github.com/plantsync/plantsync/internal/boltkv"
 )
 
 // PruneDelivered deletes delivered entries of dest created before cutoff,
@@ -17,26 +18,45 @@ import (
 // at the first entry created at or after cutoff. Sequence numbers are never
 // reused (the next one is kept apart from the entries). When limit cut the
 // scan short, more is set and next is where to go on from.
-func (b *Bolt) PruneDelivered(dest string, cutoff time.Time, after uint64, limit int) (n int, next uint64, more bool, err error) {
-	entries := func(tx *bolt.Tx) (*bolt.Bucket, error) {
-		db, err := b.destBucket(tx, dest)
-		if err != nil {
-			return nil, err
-		}
-		return db.Bucket(bucketEntries), nil
+func (b *Bolt) PruneDelivered(dest string, cutoff time.Time, after uint64, limit int) (n int, next uint64, more bool, unreadable []error, err error) {
+	return b.db.PruneChunk(pipedb.Pruner{
+		What: "outbox entry " + dest + "/",
+		Bucket: func(tx *bolt.Tx) (*bolt.Bucket, error) {
+			db, err := b.destBucket(tx, dest)
+			if err != nil {
+				return nil, err
+			}
+			return db.Bucket(bucketEntries), nil
+		},
+		Judge: func(_ *bolt.Tx, _, v []byte) (pipedb.Verdict, error) {
+			created, err := createdAt(v)
+			switch {
+			case err != nil:
+				return pipedb.Keep, err
+			case !created.Before(cutoff):
+				return pipedb.Stop, nil
+			case stateOf(v[0]) == StateDelivered:
+				return pipedb.Delete, nil
+			}
+			return pipedb.Keep, nil
+		},
+	}, after, limit)
+}
+
+// DeleteFailedTx deletes entry seq of dest if it is failed (a failed entry
+// is not pending, so no count changes); one in any other state, or gone,
+// stays as it is. The pipeline calls it when retention prunes the resolved
+// exception that parked the entry: nothing could replay it any more.
+func (b *Bolt) DeleteFailedTx(tx *bolt.Tx, dest string, seq uint64) error {
+	db, err := b.destBucket(tx, dest)
+	if err != nil {
+		return nil // a destination no longer configured keeps nothing
 	}
-	return b.db.PruneChunk("outbox entry "+dest+"/", entries, after, limit, func(v []byte) (pipedb.Verdict, error) {
-		created, err := createdAt(v)
-		switch {
-		case err != nil:
-			return pipedb.Keep, err
-		case !created.Before(cutoff):
-			return pipedb.Stop, nil
-		case stateOf(v[0]) == StateDelivered:
-			return pipedb.Delete, nil
-		}
-		return pipedb.Keep, nil
-	})
+	eb := db.Bucket(bucketEntries)
+	if v := eb.Get(boltkv.U64(seq)); len(v) == 0 || stateOf(v[0]) != StateFailed {
+		return nil
+	}
+	return eb.Delete(boltkv.U64(seq))
 }
 
 // createdAt reads only the creation time of a stored entry.

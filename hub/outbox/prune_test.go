@@ -43,8 +43,8 @@ func TestPruneDeliveredKeepsWhatIsStillOwed(t *testing.T) {
 		next uint64
 		more bool
 	}{{1, 2, true}, {1, 4, true}, {1, 5, false}} {
-		n, next, more, err := b.PruneDelivered("erp", cutoff, after, 2)
-		if err != nil || n != want.n || next != want.next || more != want.more {
+		n, next, more, unreadable, err := b.PruneDelivered("erp", cutoff, after, 2)
+		if err != nil || unreadable != nil || n != want.n || next != want.next || more != want.more {
 			t.Fatalf("chunk %d: %d pruned, next %d, more %v, %v; want %+v", i+1, n, next, more, err, want)
 		}
 		total, after = total+n, next
@@ -54,7 +54,7 @@ func TestPruneDeliveredKeepsWhatIsStillOwed(t *testing.T) {
 	}
 	// A new pass from the start looks at the kept entries again and finds
 	// nothing more to prune.
-	if n, _, more, err := b.PruneDelivered("erp", cutoff, 0, 10); err != nil || n != 0 || more {
+	if n, _, more, _, err := b.PruneDelivered("erp", cutoff, 0, 10); err != nil || n != 0 || more {
 		t.Fatalf("second pass: %d pruned, more %v, %v", n, more, err)
 	}
 	left := rawEntries(t, db, "erp")
@@ -74,7 +74,7 @@ func TestPruneDeliveredKeepsWhatIsStillOwed(t *testing.T) {
 	if _, ok := rawEntries(t, db, "erp")[7]; !ok {
 		t.Errorf("the next entry is not 7: %v", rawEntries(t, db, "erp"))
 	}
-	if _, _, _, err := b.PruneDelivered("nowhere", cutoff, 0, 10); err == nil {
+	if _, _, _, _, err := b.PruneDelivered("nowhere", cutoff, 0, 10); err == nil {
 		t.Error("an unknown destination is not refused")
 	}
 }

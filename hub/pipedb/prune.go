@@ -2,6 +2,7 @@ package pipedb
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 
 	bolt "go.etcd.io/bbolt"
@@ -23,22 +24,39 @@ const (
 	Stop
 )
 
-// PruneChunk deletes, in one transaction, the records that judge condemns
-// among those of the bucket bucket returns whose uint64 keys follow after,
-// oldest first, looking at up to limit of them. When limit cut the scan
-// short, more is set and next is where to go on from. A short transaction
-// per chunk keeps the pipeline's commits from waiting long behind a
-// pruning pass. An error names the record as what followed by its key
-// ("exception " gives "exception 7: ...").
-func (d *DB) PruneChunk(what string, bucket func(tx *bolt.Tx) (*bolt.Bucket, error), after uint64, limit int,
-	judge func(v []byte) (Verdict, error)) (n int, next uint64, more bool, err error) {
+// ErrUnreadable marks a record a pruning scan could not judge: it is kept
+// and the scan goes on.
+var ErrUnreadable = errors.New("unreadable record kept")
+
+// Pruner says which records of a uint64-keyed bucket may go.
+type Pruner struct {
+	// What names a record in errors, followed by its key: "exception ".
+	What string
+	// Bucket finds the bucket in a transaction.
+	Bucket func(tx *bolt.Tx) (*bolt.Bucket, error)
+	// Judge decides for one record; it may read other buckets of tx.
+	Judge func(tx *bolt.Tx, k, v []byte) (Verdict, error)
+	// Gone, when set, runs in the deleting transaction for each record
+	// before it is deleted (to delete what only it refers to).
+	Gone func(tx *bolt.Tx, k, v []byte) error
+}
+
+// PruneChunk looks at up to limit records whose keys follow after, oldest
+// first, in a read transaction, then deletes those Judge condemned in a
+// short write transaction, judging each again there (it may have changed
+// in between). A pass that finds nothing to delete never takes the write
+// lock, so the pipeline's commits do not wait for it. When limit cut the
+// scan short, more is set and next is where to go on from. A record Judge
+// cannot read is kept and reported in unreadable (each error wraps
+// ErrUnreadable and names the record); the scan goes on past it.
+func (d *DB) PruneChunk(p Pruner, after uint64, limit int) (n int, next uint64, more bool, unreadable []error, err error) {
 	next = after
-	err = d.Update(func(tx *bolt.Tx) error {
-		b, err := bucket(tx)
+	var doomed [][]byte
+	err = d.View(func(tx *bolt.Tx) error {
+		b, err := p.Bucket(tx)
 		if err != nil {
 			return err
 		}
-		var doomed [][]byte
 		c := b.Cursor()
 		scanned := 0
 		for k, v := c.Seek(boltkv.U64(after + 1)); k != nil; k, v = c.Next() {
@@ -46,9 +64,10 @@ func (d *DB) PruneChunk(what string, bucket func(tx *bolt.Tx) (*bolt.Bucket, err
 				more = true
 				break
 			}
-			verdict, err := judge(v)
+			verdict, err := p.Judge(tx, k, v)
 			if err != nil {
-				return fmt.Errorf("%s%d: %w", what, boltkv.ToU64(k), err)
+				unreadable = append(unreadable, fmt.Errorf("%w: %s%d: %v", ErrUnreadable, p.What, boltkv.ToU64(k), err))
+				verdict = Keep
 			}
 			if verdict == Stop {
 				break
@@ -59,16 +78,42 @@ func (d *DB) PruneChunk(what string, bucket func(tx *bolt.Tx) (*bolt.Bucket, err
 				doomed = append(doomed, bytes.Clone(k))
 			}
 		}
+		return nil
+	})
+	if err != nil || len(doomed) == 0 {
+		if err != nil {
+			return 0, after, false, nil, err
+		}
+		return 0, next, more, unreadable, nil
+	}
+	err = d.Update(func(tx *bolt.Tx) error {
+		b, err := p.Bucket(tx)
+		if err != nil {
+			return err
+		}
+		n = 0
 		for _, k := range doomed {
+			v := b.Get(k)
+			if v == nil {
+				continue
+			}
+			if verdict, err := p.Judge(tx, k, v); err != nil || verdict != Delete {
+				continue
+			}
+			if p.Gone != nil {
+				if err := p.Gone(tx, k, v); err != nil {
+					return err
+				}
+			}
 			if err := b.Delete(k); err != nil {
 				return err
 			}
+			n++
 		}
-		n = len(doomed)
 		return nil
 	})
 	if err != nil {
-		return 0, after, false, err
+		return 0, after, false, nil, err
 	}
-	return n, next, more, nil
+	return n, next, more, unreadable, nil
 }

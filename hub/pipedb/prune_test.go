@@ -12,8 +12,9 @@ import (
 )
 
 // PruneChunk looks at limit records per call, resumes after the last one
-// it looked at, deletes what judge condemns, stops at the first record
-// judge calls too young, and names a record it cannot judge.
+// it looked at, deletes what Judge condemns (running Gone first), stops at
+// the first record Judge calls too young, and keeps a record it cannot
+// read, naming it, without ending the scan.
 func TestPruneChunk(t *testing.T) {
 	db, err := Open(filepath.Join(t.TempDir(), "p.db"))
 	if err != nil {
@@ -21,8 +22,9 @@ func TestPruneChunk(t *testing.T) {
 	}
 	defer db.Close()
 	name := []byte("records")
-	// Values: "d" may go, "k" stays, "y" is too young (and all after it).
-	values := "dkddkdyd"
+	// Values: "d" may go, "k" stays, "?" cannot be read, "y" is too young
+	// (and all after it).
+	values := "dk?ddkdyd"
 	err = db.Update(func(tx *bolt.Tx) error {
 		b, err := tx.CreateBucket(name)
 		if err != nil {
@@ -38,45 +40,52 @@ func TestPruneChunk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bucket := func(tx *bolt.Tx) (*bolt.Bucket, error) { return tx.Bucket(name), nil }
-	judge := func(v []byte) (Verdict, error) {
-		switch v[0] {
-		case 'd':
-			return Delete, nil
-		case 'y':
-			return Stop, nil
-		case 'k':
-			return Keep, nil
-		}
-		return Keep, errors.New("unreadable")
+	var gone []uint64
+	p := Pruner{
+		What:   "record ",
+		Bucket: func(tx *bolt.Tx) (*bolt.Bucket, error) { return tx.Bucket(name), nil },
+		Judge: func(_ *bolt.Tx, _, v []byte) (Verdict, error) {
+			switch v[0] {
+			case 'd':
+				return Delete, nil
+			case 'y':
+				return Stop, nil
+			case 'k':
+				return Keep, nil
+			}
+			return Delete, errors.New("unreadable")
+		},
+		Gone: func(_ *bolt.Tx, k, _ []byte) error { gone = append(gone, boltkv.ToU64(k)); return nil },
 	}
 	var after uint64
+	var bad []error
 	total, calls := 0, 0
 	for more := true; more; calls++ {
 		var n int
-		n, after, more, err = db.PruneChunk("record ", bucket, after, 2, judge)
+		var unreadable []error
+		n, after, more, unreadable, err = db.PruneChunk(p, after, 2)
 		if err != nil {
 			t.Fatal(err)
 		}
 		total += n
+		bad = append(bad, unreadable...)
 	}
-	// Six records before the young one, two per call, and a last call that
-	// meets the young one at once.
-	if total != 4 || calls != 4 || after != 6 {
-		t.Errorf("deleted %d in %d calls, ending after %d; want 4 in 4, after 6", total, calls, after)
+	// Seven records before the young one, two per call, and a last call
+	// that meets the young one after one record.
+	if total != 4 || calls != 4 || after != 7 {
+		t.Errorf("deleted %d in %d calls, ending after %d; want 4 in 4, after 7", total, calls, after)
+	}
+	if len(gone) != 4 || gone[0] != 1 || gone[3] != 7 {
+		t.Errorf("Gone ran for %v, want 1, 4, 5, 7", gone)
+	}
+	if len(bad) != 1 || !errors.Is(bad[0], ErrUnreadable) || !strings.Contains(bad[0].Error(), "record 3: unreadable") {
+		t.Errorf("unreadable: %v; want record 3 named", bad)
 	}
 	var left strings.Builder
 	err = db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(name).ForEach(func(_, v []byte) error { left.Write(v); return nil })
 	})
-	if err != nil || left.String() != "kkyd" {
-		t.Errorf("left %q, %v; want kkyd", left.String(), err)
-	}
-
-	if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket(name).Put(boltkv.U64(1), []byte("?")) }); err != nil {
-		t.Fatal(err)
-	}
-	if _, next, _, err := db.PruneChunk("record ", bucket, 0, 10, judge); err == nil || !strings.Contains(err.Error(), "record 1: unreadable") || next != 0 {
-		t.Errorf("unreadable record: next %d, %v; want record 1 named and next 0", next, err)
+	if err != nil || left.String() != "k?kyd" {
+		t.Errorf("left %q, %v; want k?kyd", left.String(), err)
 	}
 }

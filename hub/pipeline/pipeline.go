@@ -74,6 +74,10 @@ type Pipeline struct {
 	cursor   atomic.Uint64
 	degraded atomic.Pointer[string]
 
+	// unreadable holds the records pruning reported it cannot read.
+	pruneMu    sync.Mutex
+	unreadable map[string]bool
+
 	startOnce sync.Once
 	stopOnce  sync.Once
 	cancel    context.CancelFunc

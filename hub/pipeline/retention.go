@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"strconv"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/plantsync/plantsync/hub/exceptions"
 )
 
 // Retention bounds what the pipeline's file keeps of finished work.
@@ -63,52 +66,65 @@ func (p *Pipeline) Prune(ctx context.Context) (n Pruned, err error) {
 				"resolved_exceptions", n.Exceptions, "decided_approvals", n.Approvals, "acknowledged_alerts", n.Alerts)
 		}
 	}()
-	// chunks runs one store's pruning chunk by chunk.
-	chunks := func(prune func(after uint64) (int, uint64, bool, error), count func(int)) (total int, err error) {
+	// chunks runs one store's pruning chunk by chunk. A record it cannot
+	// read is kept and logged (once per record while the hub runs); an
+	// error of the file ends that store's pass, the others go on.
+	var errs []error
+	chunks := func(prune func(after uint64) (int, uint64, bool, []error, error), count func(int)) (total int) {
 		var after uint64
 		for more := true; more; {
-			if err := ctx.Err(); err != nil {
-				return total, err
+			if ctx.Err() != nil {
+				return total
 			}
-			var k int
-			if k, after, more, err = prune(after); err != nil {
-				return total, err
+			k, next, m, unreadable, err := prune(after)
+			for _, u := range unreadable {
+				p.reportUnreadable(u)
 			}
+			if err != nil {
+				errs = append(errs, err)
+				return total
+			}
+			after, more = next, m
 			total += k
 			count(k)
 		}
-		return total, nil
+		return total
 	}
 	if p.opts.Retention.Delivered > 0 {
 		cutoff := p.now().Add(-p.opts.Retention.Delivered)
 		for _, d := range p.outbox.Destinations() {
-			k, err := chunks(func(after uint64) (int, uint64, bool, error) {
+			n.Entries += chunks(func(after uint64) (int, uint64, bool, []error, error) {
 				return p.outbox.PruneDelivered(d, cutoff, after, pruneChunk)
 			}, func(k int) { p.m.outboxPruned.WithLabelValues(d).Add(float64(k)) })
-			n.Entries += k
-			if err != nil {
-				return n, err
-			}
 		}
 	}
 	if p.opts.Retention.Resolved > 0 {
 		cutoff := p.now().Add(-p.opts.Retention.Resolved)
+		// A pruned delivery exception takes the failed entry it parked
+		// along: nothing can replay it any more.
+		deleteFailed := func(tx *bolt.Tx, d *exceptions.Delivery) error {
+			return p.outbox.DeleteFailedTx(tx, d.Destination, d.Seq)
+		}
 		for _, s := range []struct {
 			kind  string
-			prune func(time.Time, uint64, int) (int, uint64, bool, error)
+			prune func(time.Time, uint64, int) (int, uint64, bool, []error, error)
 			total *int
 		}{
-			{"exception", p.exceptions.Prune, &n.Exceptions},
+			{"exception", func(c time.Time, after uint64, limit int) (int, uint64, bool, []error, error) {
+				return p.exceptions.Prune(c, after, limit, deleteFailed)
+			}, &n.Exceptions},
 			{"approval", p.approvals.Prune, &n.Approvals},
 			{"alert", p.alerts.Prune, &n.Alerts},
 		} {
-			k, err := chunks(func(after uint64) (int, uint64, bool, error) { return s.prune(cutoff, after, pruneChunk) },
+			*s.total += chunks(func(after uint64) (int, uint64, bool, []error, error) { return s.prune(cutoff, after, pruneChunk) },
 				func(k int) { p.m.resolvedPruned.WithLabelValues(s.kind).Add(float64(k)) })
-			*s.total += k
-			if err != nil {
-				return n, err
-			}
 		}
+	}
+	if err := ctx.Err(); err != nil {
+		return n, err
+	}
+	if len(errs) > 0 {
+		return n, errors.Join(errs...)
 	}
 	st := p.journal.Stats()
 	below := st.FirstPosition // the oldest record the journal keeps
@@ -129,6 +145,22 @@ func (p *Pipeline) Prune(ctx context.Context) (n Pruned, err error) {
 		p.m.tracePruned.Add(float64(k))
 	}
 	return n, nil
+}
+
+// reportUnreadable logs a record pruning had to keep because it could not
+// be read, once per record while the hub runs.
+func (p *Pipeline) reportUnreadable(err error) {
+	p.pruneMu.Lock()
+	defer p.pruneMu.Unlock()
+	if p.unreadable == nil {
+		p.unreadable = map[string]bool{}
+	}
+	if p.unreadable[err.Error()] {
+		return
+	}
+	p.unreadable[err.Error()] = true
+	p.log.Warn("pruning keeps a record of pipeline.db it cannot read; it stays until removed by hand (bbolt CLI, with the hub stopped)",
+		"error", err)
 }
 
 // pruneTrace deletes the trace entries of journal positions below below

@@ -15,6 +15,7 @@ import (
 	"github.com/plantsync/plantsync/hub/exceptions"
 	"github.com/plantsync/plantsync/hub/journal"
 	"github.com/plantsync/plantsync/hub/outbox"
+	"github.com/plantsync/plantsync/internal/boltkv"
 	"github.com/plantsync/plantsync/internal/testclock"
 )
 
@@ -204,9 +205,11 @@ func TestPruneResolvedAfterRetention(t *testing.T) {
 	// Two shortages of an unmapped item: two exceptions, two alerts.
 	e.waitCursor(e.journalEvents(shortage("r-1", "P-8000", "5"), shortage("r-2", "P-8000", "6")))
 	waitFor(t, "two alerts raised", func() bool { return e.p.alerts.OpenCount() == 2 })
-	var held [2]uint64
+	// Holds: A and B alone; C twice on one ordering key, the second
+	// approved while the first is pending (it waits, not released).
+	var held [4]uint64
 	err := e.p.db.Update(func(tx *bolt.Tx) error {
-		for i, okey := range []string{"order:A", "order:B"} {
+		for i, okey := range []string{"order:A", "order:B", "order:C", "order:C"} {
 			a, err := e.p.approvals.HoldTx(tx, outbox.Entry{Destination: DestPlanning, Action: "schedule.update", OrderingKey: okey,
 				IdempotencyKey: "ik-" + okey, CreatedAt: e.clock.Now()}, "big change", "over threshold", e.clock.Now())
 			if err != nil {
@@ -219,10 +222,35 @@ func TestPruneResolvedAfterRetention(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	open, err := e.p.exceptions.List(exceptions.Filter{})
-	if err != nil || len(open) != 2 {
-		t.Fatalf("open exceptions: %d, %v; want 2", len(open), err)
+	// A delivery that failed: its entry is parked as a delivery exception.
+	var failedSeq uint64
+	err = e.p.db.Update(func(tx *bolt.Tx) error {
+		v, err := outbox.Encode(&outbox.Entry{Destination: DestERP, Action: "production_order.confirm", IdempotencyKey: "ik-failed",
+			OrderingKey: "order:F", CreatedAt: e.clock.Now(), Document: []byte(`{}`)})
+		if err != nil {
+			return err
+		}
+		if failedSeq, err = e.p.outbox.AppendTx(tx, DestERP, v); err != nil {
+			return err
+		}
+		return e.p.outbox.CompleteTx(tx, DestERP, []outbox.Outcome{{Seq: failedSeq, State: outbox.StateFailed, Message: "refused", At: e.clock.Now()}}, nil)
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
+	// A record nobody can read: kept, and pruning goes on past it.
+	err = e.p.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte("exceptions")).Put(boltkv.U64(999), []byte("{not json"))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	open, err := e.p.exceptions.List(exceptions.Filter{})
+	if err != nil || len(open) != 3 || open[0].Kind != exceptions.KindDelivery {
+		t.Fatalf("open exceptions: %d, %v; want 3, the delivery one newest", len(open), err)
+	}
+	deliveryExc := open[0].ID
+	open = open[1:]
 	alerts, err := e.p.alerts.List("", 0, 10)
 	if err != nil || len(alerts) != 2 {
 		t.Fatalf("alerts: %d, %v; want 2", len(alerts), err)
@@ -239,6 +267,12 @@ func TestPruneResolvedAfterRetention(t *testing.T) {
 	if _, _, err := e.p.Decide(held[0], "reject", "planner", "no"); err != nil {
 		t.Fatal(err)
 	}
+	if a, _, err := e.p.Decide(held[3], "approve", "planner", "ok"); err != nil || a.Released {
+		t.Fatalf("approval behind a pending one: %+v, %v; want approved, not released", a, err)
+	}
+	if _, err := e.p.Discard(deliveryExc, "op", "sent by hand"); err != nil {
+		t.Fatal(err)
+	}
 
 	e.clock.Add(89 * 24 * time.Hour)
 	if n, err := e.p.Prune(context.Background()); err != nil || n.any() {
@@ -246,8 +280,25 @@ func TestPruneResolvedAfterRetention(t *testing.T) {
 	}
 	e.clock.Add(2 * 24 * time.Hour)
 	n, err := e.p.Prune(context.Background())
-	if err != nil || n != (Pruned{Exceptions: 1, Approvals: 1, Alerts: 1}) {
-		t.Fatalf("prune after retention: %+v, %v; want one exception, one approval, one alert", n, err)
+	// The delivery exception's trace (of no journaled event: position 0)
+	// goes with it.
+	if err != nil || n != (Pruned{Exceptions: 2, Approvals: 1, Alerts: 1, Traces: 1}) {
+		t.Fatalf("prune after retention: %+v, %v; want two exceptions, one approval, one alert and one trace", n, err)
+	}
+	if _, err := e.p.outbox.Get(DestERP, failedSeq); !errors.Is(err, outbox.ErrNotFound) {
+		t.Errorf("the failed entry of the pruned delivery exception: %v, want gone", err)
+	}
+	if a, _, err := e.p.approvals.Get(held[3]); err != nil || a.State != approvals.StateApproved || a.Released {
+		t.Errorf("approved approval waiting behind a pending one: %+v, %v; want kept", a, err)
+	}
+	err = e.p.db.View(func(tx *bolt.Tx) error {
+		if tx.Bucket([]byte("exceptions")).Get(boltkv.U64(999)) == nil {
+			t.Error("the unreadable exception record was deleted")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	if _, err := e.p.exceptions.Get(resolvedExc); !errors.Is(err, exceptions.ErrNotFound) {
 		t.Errorf("resolved exception after pruning: %v, want not found", err)
@@ -272,13 +323,13 @@ func TestPruneResolvedAfterRetention(t *testing.T) {
 	if left, err := e.p.alerts.List("", 0, 10); err != nil || len(left) != 1 || left[0].ID != keptAlert {
 		t.Errorf("alerts after pruning: %+v, %v; want only %d", left, err, keptAlert)
 	}
-	if e.p.exceptions.OpenCount() != 1 || e.p.alerts.OpenCount() != 1 || e.p.approvals.PendingCount() != 1 {
-		t.Errorf("open counts after pruning: exceptions %d, alerts %d, approvals %d; want 1 each",
+	if e.p.exceptions.OpenCount() != 1 || e.p.alerts.OpenCount() != 1 || e.p.approvals.PendingCount() != 2 {
+		t.Errorf("open counts after pruning: exceptions %d, alerts %d, approvals %d; want 1, 1, 2",
 			e.p.exceptions.OpenCount(), e.p.alerts.OpenCount(), e.p.approvals.PendingCount())
 	}
 	var m dto.Metric
-	if err := e.p.m.resolvedPruned.WithLabelValues("exception").Write(&m); err != nil || m.GetCounter().GetValue() != 1 {
-		t.Errorf("resolved_pruned_total{kind=exception} %v, want 1", m.GetCounter().GetValue())
+	if err := e.p.m.resolvedPruned.WithLabelValues("exception").Write(&m); err != nil || m.GetCounter().GetValue() != 2 {
+		t.Errorf("resolved_pruned_total{kind=exception} %v, want 2", m.GetCounter().GetValue())
 	}
 	if n, err := e.p.Prune(context.Background()); err != nil || n.any() {
 		t.Fatalf("second prune: %+v, %v", n, err)

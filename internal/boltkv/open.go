@@ -35,7 +35,9 @@ type OpenSpec struct {
 // fault is a fatal crash, not an error); other damage (a fault bbolt hits
 // while opening becomes a panic that Open reports). Files with
 // NoFreelistSync rebuild their freelist in a goroutine of bbolt's where a
-// damaged page still crashes; only the truncation check protects them.
+// fault still crashes; only the truncation check protects them. After a
+// recovered panic the file handle bbolt opened (and its lock) is not
+// released: the caller reports the error and the program exits.
 func Open(path string, opts *bolt.Options, spec OpenSpec) (db *bolt.DB, err error) {
 	aside := fmt.Sprintf("move it aside %s", spec.Aside)
 	defer func() {

@@ -67,7 +67,7 @@ func TestOpenDamagedAndLockedFiles(t *testing.T) {
 			f, _ := os.OpenFile(path, os.O_WRONLY, 0)
 			_, _ = f.WriteAt(make([]byte, 8192), 0)
 			_ = f.Close()
-		}, "open "},
+		}, "invalid"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := makeFile(t)

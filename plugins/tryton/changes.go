@@ -395,7 +395,6 @@ func (c *Connector) purchaseChanges(ctx context.Context, cfg Config, pos *stream
 	return out, more, nil
 }
 
-// keep returns the rows whose report flag is set, in order.
 // changedRows reads the next rows of model in the company that match
 // filter and were written after pos, oldest first, and keeps those pos
 // reports now (streamPos.read: a row written within changes_settle waits).
@@ -415,6 +414,7 @@ func changedRows[T any](ctx context.Context, c *Connector, rpc *client, model st
 	return keep(rows, report), more, nil
 }
 
+// keep returns the rows whose report flag is set, in order.
 func keep[T any](rows []T, report []bool) []T {
 	out := rows[:0]
 	for i, r := range rows {

@@ -130,6 +130,9 @@ func (s *Source) run(ctx context.Context) {
 			}
 			continue
 		}
+		// On the processor's context, not the session's: at shutdown the
+		// session ends first, and what it had queued is still handed on.
+		go s.forward(s.pctx, sess)
 		if connected {
 			s.m.reconnects.Inc()
 		}
@@ -168,8 +171,11 @@ func (s *Source) closeSession(sess *session, lost bool) *opcua.Session {
 		orphan, _ = sess.c.DetachSession(ctx)
 	}
 	_ = sess.c.Close(ctx)
-	// The client sends no more notifications: let forward hand on the
-	// queued ones before the next session's begin.
+	// Let forward hand on what the session queued before the next
+	// session's notifications begin. gopcua may still send one after Close
+	// (it does not wait for its publish goroutine); forward has gone by
+	// then and it is dropped: it belongs to the old session, whose gap the
+	// back-fill reads.
 	close(sess.closed)
 	<-sess.forwarded
 	return orphan
@@ -361,7 +367,6 @@ func (s *Source) connect(ctx context.Context, orphan *opcua.Session) (*session, 
 	}
 	sess := &session{c: c, ep: ep, epoch: s.epoch.Add(1), notifs: make(chan *opcua.PublishNotificationData, 256),
 		closed: make(chan struct{}), forwarded: make(chan struct{})}
-	go s.forward(ctx, sess)
 	return sess, nil
 }
 

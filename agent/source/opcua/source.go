@@ -151,8 +151,11 @@ type Source struct {
 	stopped bool
 	cancel  context.CancelFunc
 	pcancel context.CancelFunc
-	wg      sync.WaitGroup
-	pwg     sync.WaitGroup
+	// pctx is the processor's context: forward hands notifications on
+	// until it ends, after the session's at shutdown.
+	pctx context.Context
+	wg   sync.WaitGroup
+	pwg  sync.WaitGroup
 
 	// gapPending holds, per historized node, the mark its back-fill has to
 	// read from, until that read succeeded (session goroutine only).
@@ -261,7 +264,7 @@ func (s *Source) Start(ctx context.Context) error {
 
 	pctx, pcancel := context.WithCancel(context.WithoutCancel(ctx))
 	rctx, rcancel := context.WithCancel(context.WithoutCancel(ctx))
-	s.pcancel, s.cancel = pcancel, rcancel
+	s.pctx, s.pcancel, s.cancel = pctx, pcancel, rcancel
 	s.pump.start(pctx)
 	s.pwg.Add(1)
 	go s.process(pctx)
