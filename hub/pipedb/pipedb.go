@@ -52,7 +52,7 @@ func Open(path string) (*DB, error) {
 	// commit writes (etcd runs bbolt the same way).
 	db, err := boltkv.Open(path, &bolt.Options{Timeout: 2 * time.Second, FreelistType: bolt.FreelistMapType, NoFreelistSync: true},
 		boltkv.OpenSpec{What: "pipeline file", Corrupt: ErrCorrupt, Owner: "is another hub running with the same storage.dir?",
-			Aside: "to start over (pending deliveries, exceptions and approvals are then lost; the journal keeps the events)"})
+			Aside: "to start over (the pipeline then processes the events the journal keeps again, with the same idempotency keys; decisions on exceptions, approvals and alerts are lost)"})
 	if err != nil {
 		return nil, err
 	}
