@@ -10,6 +10,7 @@ import (
 
 	"github.com/plantsync/plantsync/agent"
 	"github.com/plantsync/plantsync/internal/cli"
+	"github.com/plantsync/plantsync/internal/syncbuf"
 	"github.com/plantsync/plantsync/internal/testkit"
 )
 
@@ -45,7 +46,7 @@ log: {level: %s}
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out testkit.LockedBuffer
+	var out syncbuf.Buffer
 	log := cli.Logger(&out, cfg.Log.Level, "text")
 	a, err := agent.New(cfg, log)
 	if err != nil {

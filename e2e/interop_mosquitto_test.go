@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/plantsync/plantsync/agent"
 	"github.com/plantsync/plantsync/hub"
+	"github.com/plantsync/plantsync/internal/syncbuf"
 	"github.com/plantsync/plantsync/internal/testkit"
 )
 
@@ -80,7 +80,7 @@ func TestInteropMosquittoToHub(t *testing.T) {
 			st := a.Status()
 			t.Logf("agent: buffer %+v uplink %+v sources %+v", st.Buffer, st.Uplink, st.Sources)
 		}
-		t.Logf("mosquitto log:\n%s", m.out.tail(40))
+		t.Logf("mosquitto log:\n%s", m.out.Tail(40))
 	}
 
 	ok := t.Run("steady", func(t *testing.T) {
@@ -271,33 +271,9 @@ func (p *peerProc) exited() bool {
 	}
 }
 
-// peerOutput collects a child's output; the exec copier and the test read it
-// concurrently.
-type peerOutput struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *peerOutput) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *peerOutput) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func (s *peerOutput) tail(lines int) string {
-	l := strings.Split(strings.TrimRight(s.String(), "\n"), "\n")
-	return strings.Join(l[max(len(l)-lines, 0):], "\n")
-}
-
 type mosquittoBroker struct {
 	addr string
-	out  *peerOutput
+	out  *syncbuf.Buffer
 	proc *peerProc
 }
 
@@ -331,7 +307,7 @@ func startMosquitto(t *testing.T) *mosquittoBroker {
 		if err := os.WriteFile(conf, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		out := &peerOutput{}
+		out := &syncbuf.Buffer{}
 		cmd := exec.Command(bin, "-c", conf)
 		cmd.Stdout, cmd.Stderr = out, out
 		m := &mosquittoBroker{addr: addr, out: out, proc: startPeerProc(t, "mosquitto", cmd)}
@@ -346,10 +322,10 @@ func startMosquitto(t *testing.T) *mosquittoBroker {
 				if attempt < 3 && strings.Contains(out.String(), "Address already in use") {
 					break
 				}
-				t.Fatalf("mosquitto exited before accepting connections (%v):\n%s", m.proc.err, out.tail(20))
+				t.Fatalf("mosquitto exited before accepting connections (%v):\n%s", m.proc.err, out.Tail(20))
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("mosquitto does not accept connections on %s after 10s:\n%s", addr, out.tail(20))
+				t.Fatalf("mosquitto does not accept connections on %s after 10s:\n%s", addr, out.Tail(20))
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
@@ -367,7 +343,7 @@ type mqLinePublisher struct {
 	proc  *peerProc
 	stdin io.WriteCloser
 	w     *bufio.Writer
-	out   *peerOutput
+	out   *syncbuf.Buffer
 }
 
 func startMQLinePublisher(t *testing.T, m *mosquittoBroker, topic string) *mqLinePublisher {
@@ -378,7 +354,7 @@ func startMQLinePublisher(t *testing.T, m *mosquittoBroker, topic string) *mqLin
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := &peerOutput{}
+	out := &syncbuf.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	return &mqLinePublisher{proc: startPeerProc(t, "mosquitto_pub", cmd), stdin: stdin, w: bufio.NewWriter(stdin), out: out}
 }
@@ -396,7 +372,7 @@ func (p *mqLinePublisher) flush() error { return p.w.Flush() }
 func (p *mqLinePublisher) line(t *testing.T, id string) {
 	t.Helper()
 	if err := p.write(id); err != nil {
-		t.Fatalf("mosquitto_pub stdin: %v\n%s", err, p.out.tail(20))
+		t.Fatalf("mosquitto_pub stdin: %v\n%s", err, p.out.Tail(20))
 	}
 }
 
@@ -405,7 +381,7 @@ func (p *mqLinePublisher) line(t *testing.T, id string) {
 func (p *mqLinePublisher) finish(t *testing.T) {
 	t.Helper()
 	if err := p.w.Flush(); err != nil {
-		t.Fatalf("mosquitto_pub stdin: %v\n%s", err, p.out.tail(20))
+		t.Fatalf("mosquitto_pub stdin: %v\n%s", err, p.out.Tail(20))
 	}
 	if err := p.stdin.Close(); err != nil {
 		t.Fatalf("mosquitto_pub stdin: %v", err)
@@ -413,10 +389,10 @@ func (p *mqLinePublisher) finish(t *testing.T) {
 	select {
 	case <-p.proc.done:
 	case <-time.After(30 * time.Second):
-		t.Fatalf("mosquitto_pub still running 30s after its input ended:\n%s", p.out.tail(20))
+		t.Fatalf("mosquitto_pub still running 30s after its input ended:\n%s", p.out.Tail(20))
 	}
 	if p.proc.err != nil {
-		t.Fatalf("mosquitto_pub: %v\n%s", p.proc.err, p.out.tail(20))
+		t.Fatalf("mosquitto_pub: %v\n%s", p.proc.err, p.out.Tail(20))
 	}
 }
 
@@ -439,7 +415,7 @@ func startMQObserver(t *testing.T, m *mosquittoBroker) *mqObserver {
 	args := append(m.hostPort(), "-q", "1", "-v", "-t", "mes/+/+/completion", "-t", mqProbeTopic,
 		"-i", fmt.Sprintf("interop-observer-%d", time.Now().UnixNano()))
 	cmd := exec.Command(interopPeerPath(t, "PLANTSYNC_MOSQUITTO_SUB"), args...)
-	errOut := &peerOutput{}
+	errOut := &syncbuf.Buffer{}
 	cmd.Stdout, cmd.Stderr = w, errOut
 	o := &mqObserver{seen: map[string]int{}}
 	// Our own pipe rather than StdoutPipe, whose reads must end before Wait:
@@ -468,10 +444,10 @@ func startMQObserver(t *testing.T, m *mosquittoBroker) *mqObserver {
 	deadline := time.Now().Add(10 * time.Second)
 	for o.probes() == 0 {
 		if p.exited() {
-			t.Fatalf("mosquitto_sub exited (%v):\n%s", p.err, errOut.tail(20))
+			t.Fatalf("mosquitto_sub exited (%v):\n%s", p.err, errOut.Tail(20))
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("mosquitto_sub saw no probe within 10s:\n%s", errOut.tail(20))
+			t.Fatalf("mosquitto_sub saw no probe within 10s:\n%s", errOut.Tail(20))
 		}
 		probe := exec.Command(pub, append(m.hostPort(), "-q", "1", "-t", mqProbeTopic, "-m", "probe")...)
 		if out, err := probe.CombinedOutput(); err != nil {

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,6 +21,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/plantsync/plantsync/agent"
+	"github.com/plantsync/plantsync/internal/syncbuf"
 	"github.com/plantsync/plantsync/internal/testkit"
 )
 
@@ -119,24 +119,6 @@ func goBinary(t testing.TB, name, pkg string, tags ...string) string {
 	return out
 }
 
-// logBuffer collects a process's output across all its runs.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // proc is a binary that a test starts, stops, kills and restarts. Its
 // output of every run is kept and logged if the test fails.
 type proc struct {
@@ -144,14 +126,14 @@ type proc struct {
 	name string
 	bin  string
 	args []string
-	logs logBuffer
+	logs syncbuf.Buffer
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{} // closed when the current run has exited
 	runs int
 	// runLog is the output of the current run only.
-	runLog *logBuffer
+	runLog *syncbuf.Buffer
 }
 
 // maxLoggedOutput bounds what a failed test prints per process.
@@ -187,7 +169,7 @@ func (p *proc) Start() {
 		}
 	}
 	p.runs++
-	run := &logBuffer{}
+	run := &syncbuf.Buffer{}
 	fmt.Fprintf(&p.logs, "----- %s run %d at %s -----\n", p.name, p.runs, time.Now().Format("15:04:05.000"))
 	cmd := exec.Command(p.bin, p.args...)
 	cmd.Stdout = io.MultiWriter(&p.logs, run)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/plantsync/plantsync/hub"
 	"github.com/plantsync/plantsync/internal/cli"
+	"github.com/plantsync/plantsync/internal/syncbuf"
 	"github.com/plantsync/plantsync/internal/testkit"
 )
 
@@ -44,7 +45,7 @@ log:
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out testkit.LockedBuffer
+	var out syncbuf.Buffer
 	log := cli.Logger(&out, cfg.Log.Level, "text")
 	testkit.CheckReload(t, hub.New(cfg, log), testkit.ReloadCase{Path: path, ErrNoFile: hub.ErrNoConfigFile, RestartField: "storage.retention.max_age", Log: log, Out: &out,
 		Write: func(level string, changed bool) {

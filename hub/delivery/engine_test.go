@@ -1,7 +1,6 @@
 package delivery
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -16,6 +15,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/plantsync/plantsync/hub/outbox"
+	"github.com/plantsync/plantsync/internal/syncbuf"
 	"github.com/plantsync/plantsync/plugins/sdk"
 )
 
@@ -34,26 +34,8 @@ func value(t testing.TB, m prometheus.Metric) float64 {
 	return d.Gauge.GetValue()
 }
 
-// syncBuffer collects log output; the test prints it when it fails.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func testLogger(t testing.TB) *slog.Logger {
-	buf := &syncBuffer{}
+	buf := &syncbuf.Buffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("log:\n%s", buf.String())

@@ -1,7 +1,6 @@
 package ingest_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -12,7 +11,6 @@ import (
 	"log/slog"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -27,30 +25,12 @@ import (
 	"github.com/plantsync/plantsync/hub/ingest"
 	"github.com/plantsync/plantsync/hub/journal"
 	"github.com/plantsync/plantsync/internal/pki"
+	"github.com/plantsync/plantsync/internal/syncbuf"
 	"github.com/plantsync/plantsync/internal/testkit"
 	pb "github.com/plantsync/plantsync/proto/plantsync/v1"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// logBuffer collects the server's log lines; slog handlers write from the
-// server's goroutines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // hubEnv is a real ingest server over a real bbolt journal on 127.0.0.1:0.
 type hubEnv struct {
@@ -60,7 +40,7 @@ type hubEnv struct {
 	j           *journal.Bolt
 	srv         *ingest.Server
 	reg         *prometheus.Registry
-	logs        *logBuffer
+	logs        *syncbuf.Buffer
 }
 
 func startHub(t *testing.T) *hubEnv {
@@ -84,7 +64,7 @@ func (h *hubEnv) start(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.j, h.reg, h.logs = j, prometheus.NewRegistry(), &logBuffer{}
+	h.j, h.reg, h.logs = j, prometheus.NewRegistry(), &syncbuf.Buffer{}
 	h.srv = ingest.New(h.cfg, j, slog.New(slog.NewTextHandler(h.logs, nil)), h.reg)
 	if err := h.srv.Start(context.Background()); err != nil {
 		_ = j.Close()

@@ -1,34 +1,16 @@
 package testkit
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/plantsync/plantsync/internal/syncbuf"
 )
-
-// LockedBuffer collects log output written from several goroutines.
-type LockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *LockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *LockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // Reloadable is what the agent and the hub offer for SIGHUP and the
 // service watchdog.
@@ -49,7 +31,7 @@ type ReloadCase struct {
 	RestartField string
 	Write        func(level string, changed bool)
 	Log          *slog.Logger
-	Out          *LockedBuffer
+	Out          *syncbuf.Buffer
 }
 
 // CheckReload shows one field of each kind on a running service: log.level

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/plantsync/plantsync/internal/syncbuf"
 	"github.com/plantsync/plantsync/plugins/sdk"
 	"github.com/plantsync/plantsync/plugins/sdk/sdktest"
 )
@@ -26,7 +27,7 @@ func deliverWithin(d *sdk.DestinationHost, timeout time.Duration, action string)
 	return err
 }
 
-func waitLog(t *testing.T, logs *syncBuffer, text string) {
+func waitLog(t *testing.T, logs *syncbuf.Buffer, text string) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for !strings.Contains(logs.String(), text) {
@@ -41,7 +42,7 @@ func waitLog(t *testing.T, logs *syncBuffer, text string) {
 // health check) is killed and restarted after HangAfter timed-out calls.
 func TestWedgedPluginKilledAndRestarted(t *testing.T) {
 	path, sum := sdktest.SelfPlugin(t, "dest")
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	d := openDest(t, sdk.HostConfig{Name: "erp", Path: path, SHA256: sum, Config: map[string]any{"dir": t.TempDir()},
 		Logger: slog.New(slog.NewTextHandler(&logs, nil)), HangAfter: 2, HealthTimeout: 300 * time.Millisecond})
 	if err := deliverWithin(d, 10*time.Second, "store"); err != nil {
@@ -118,7 +119,7 @@ func waitGone(t *testing.T, pid int) {
 // the liveness check is answered by the process, not the connector.
 func TestSlowTargetDoesNotRestartThePlugin(t *testing.T) {
 	path, sum := sdktest.SelfPlugin(t, "dest")
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	d := openDest(t, sdk.HostConfig{Name: "erp", Path: path, SHA256: sum, Config: map[string]any{"dir": t.TempDir()},
 		Logger: slog.New(slog.NewTextHandler(&logs, nil)), HangAfter: 2, HealthTimeout: 5 * time.Second})
 	if err := deliverWithin(d, 10*time.Second, "store"); err != nil {
@@ -147,7 +148,7 @@ func TestSlowTargetDoesNotRestartThePlugin(t *testing.T) {
 // the plugin: they do not count towards HangAfter.
 func TestCancelledCallsDoNotCount(t *testing.T) {
 	path, sum := sdktest.SelfPlugin(t, "dest")
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	d := openDest(t, sdk.HostConfig{Name: "erp", Path: path, SHA256: sum, Config: map[string]any{"dir": t.TempDir()},
 		Logger: slog.New(slog.NewTextHandler(&logs, nil)), HangAfter: 1, HealthTimeout: time.Second})
 	for range 3 {

@@ -1,7 +1,6 @@
 package sdk_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,34 +9,16 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/plantsync/plantsync/internal/syncbuf"
 	"github.com/plantsync/plantsync/plugins/sdk"
 	"github.com/plantsync/plantsync/plugins/sdk/sdktest"
 )
-
-// syncBuffer collects log output written from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func ctxT(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -149,7 +130,7 @@ func TestSecretScrubbed(t *testing.T) {
 	path, sum := sdktest.SelfPlugin(t, "dest")
 	const password = "s3cr3t-Pa55word!"
 	t.Setenv("SDKTEST_PASSWORD", password)
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	log := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	d := openDest(t, sdk.HostConfig{Name: "erp", Path: path, SHA256: sum, Logger: log,
 		Config: map[string]any{"dir": t.TempDir(), "password": "env:SDKTEST_PASSWORD"}})

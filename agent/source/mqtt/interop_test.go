@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/plantsync/plantsync/internal/syncbuf"
 	pb "github.com/plantsync/plantsync/proto/plantsync/v1"
 )
 
@@ -38,31 +39,14 @@ func peerPath(t *testing.T, env string) string {
 // peer is a child process killed when the test ends.
 type peer struct {
 	cmd  *exec.Cmd
-	out  *lockedBuffer
+	out  *syncbuf.Buffer
 	done chan struct{}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func startPeer(t *testing.T, cmd *exec.Cmd) *peer {
 	t.Helper()
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	p := &peer{cmd: cmd, out: &lockedBuffer{}, done: make(chan struct{})}
+	p := &peer{cmd: cmd, out: &syncbuf.Buffer{}, done: make(chan struct{})}
 	if cmd.Stdout == nil {
 		cmd.Stdout = p.out
 	}

@@ -2,40 +2,22 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/plantsync/plantsync/internal/syncbuf"
 )
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
-}
-
-// syncBuffer is a bytes.Buffer safe for the logger and the test at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func TestRunPrintsAddressesAndStops(t *testing.T) {
@@ -47,7 +29,7 @@ func TestRunPrintsAddressesAndStops(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	pr, pw := io.Pipe()
-	var stderr syncBuffer
+	var stderr syncbuf.Buffer
 	exit := make(chan int, 1)
 	go func() {
 		exit <- run(ctx, []string{
@@ -148,7 +130,7 @@ func TestRunRejectsBadInput(t *testing.T) {
 		{"invalid flag value", []string{"-plant", "a/b"}, 1, "plant: \"a/b\" is not a plant id"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var stdout, stderr syncBuffer
+			var stdout, stderr syncbuf.Buffer
 			if code := run(context.Background(), tc.args, &stdout, &stderr); code != tc.code {
 				t.Errorf("exit code %d, want %d; stderr:\n%s", code, tc.code, stderr.String())
 			}
@@ -160,7 +142,7 @@ func TestRunRejectsBadInput(t *testing.T) {
 }
 
 func TestRunVersion(t *testing.T) {
-	var stdout, stderr syncBuffer
+	var stdout, stderr syncbuf.Buffer
 	if code := run(context.Background(), []string{"-version"}, &stdout, &stderr); code != 0 {
 		t.Fatalf("exit code %d", code)
 	}
