@@ -134,7 +134,7 @@ func (s *Source) takeGapMarks(sess *session) {
 		if p, ok := s.gapPending[it]; !ok || mk.ts.Before(p.ts) {
 			s.gapPending[it] = *mk
 		}
-		it.gapOpen.Store(true)
+		it.gap.Store(s.gapSeq.Add(1))
 	}
 }
 
@@ -148,7 +148,9 @@ func (s *Source) backfill(ctx context.Context, sess *session) error {
 	var todo []*item
 	for it := range s.gapPending {
 		if it.kind != kindValue || !it.historized.Load() || it.removed.Load() {
-			s.closeGap(it)
+			if err := s.closeGap(ctx, it); err != nil {
+				return err
+			}
 			continue
 		}
 		if it.sub != nil {
@@ -196,7 +198,9 @@ func (s *Source) backfill(ctx context.Context, sess *session) error {
 		}
 		for i, it := range chunk {
 			if !failed[i] {
-				s.closeGap(it)
+				if err := s.closeGap(ctx, it); err != nil {
+					return err
+				}
 			}
 		}
 	}
@@ -229,10 +233,19 @@ func (s *Source) gapChunks(todo []*item, per int) [][]*item {
 }
 
 // closeGap ends a node's pending gap: its back-fill is done (or no longer
-// possible), and its marks are committed again from the next value on.
-func (s *Source) closeGap(it *item) {
-	delete(s.gapPending, it)
-	it.gapOpen.Store(false)
+// possible). The processor commits the node's marks again once it has
+// handled the values read back, which are queued before the closing batch:
+// a live value handled before them must not commit a mark past the gap.
+// When ctx ends first the gap stays pending, and an agent restart reads it
+// again from its start.
+func (s *Source) closeGap(ctx context.Context, it *item) error {
+	select {
+	case s.history <- historyBatch{it: it, closes: it.gap.Load()}:
+		delete(s.gapPending, it)
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // timeoutErr reports a request that ran out of time.

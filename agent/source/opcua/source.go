@@ -94,10 +94,12 @@ type item struct {
 	removed    atomic.Bool
 	recreate   atomic.Bool               // the server reported the node unknown
 	mark       atomic.Pointer[lastValue] // back-fill mark of historized nodes
-	// gapOpen is set while a back-fill of this node is owed: its mark is
+	// gap is non-zero while a back-fill of this node is owed: its mark is
 	// then not committed, so that an agent restart in the meantime reads
-	// the gap from where it began (a re-read value keeps its id).
-	gapOpen atomic.Bool
+	// the gap from where it began (a re-read value keeps its id). The value
+	// numbers the gap (takeGapMarks), so that the end of an older gap
+	// cannot close a newer one (handleHistory).
+	gap atomic.Uint64
 
 	// Owned by the processor goroutine.
 	last      lastValue
@@ -157,6 +159,8 @@ type Source struct {
 	wg   sync.WaitGroup
 	pwg  sync.WaitGroup
 
+	// gapSeq numbers the gaps (item.gap).
+	gapSeq atomic.Uint64
 	// gapPending holds, per historized node, the mark its back-fill has to
 	// read from, until that read succeeded (session goroutine only).
 	gapPending map[*item]lastValue
@@ -440,6 +444,9 @@ type historyBatch struct {
 	values []*ua.DataValue
 	since  lastValue
 	epoch  uint64
+	// closes, when set, carries no values: the node's back-fill is done and
+	// this ends its gap numbered closes (closeGap).
+	closes uint64
 }
 
 // process is the only goroutine that maps values: live notifications and
@@ -552,6 +559,12 @@ func (s *Source) handleValue(it *item, dv *ua.DataValue, now time.Time, epoch ui
 
 func (s *Source) handleHistory(hb historyBatch) {
 	it := hb.it
+	if hb.closes != 0 {
+		// Every value the back-fill read came before this on the same
+		// channel: from here on the node's marks are committed again.
+		it.gap.CompareAndSwap(hb.closes, 0)
+		return
+	}
 	now := s.now()
 	for _, dv := range hb.values {
 		if dv == nil {
@@ -582,7 +595,7 @@ func (s *Source) deliver(it *item, ev *pb.Event, lv lastValue) {
 	if it.historized.Load() && !lv.ts.IsZero() {
 		if mk := it.mark.Load(); mk == nil || lv.ts.After(mk.ts) {
 			it.mark.Store(&lv)
-			if !it.gapOpen.Load() {
+			if it.gap.Load() == 0 {
 				state = &buffer.StateWrite{Source: s.env.Name, Key: []byte(it.key), Value: encodeMark(lv)}
 			}
 		}

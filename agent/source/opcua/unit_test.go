@@ -395,7 +395,7 @@ func TestMarkNotCommittedWhileGapOpen(t *testing.T) {
 	h := startSource(t, cfg, sink, "")
 	it := (*h.src.items.Load())[0]
 	it.historized.Store(true)
-	it.gapOpen.Store(true)
+	it.gap.Store(h.src.gapSeq.Add(1))
 	t0 := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
 	deliver := func(sec int) {
 		dv := &ua.DataValue{EncodingMask: ua.DataValueValue | ua.DataValueSourceTimestamp, Value: ua.MustVariant(uint32(sec)),
@@ -422,7 +422,8 @@ func TestMarkNotCommittedWhileGapOpen(t *testing.T) {
 	if mk := it.mark.Load(); mk == nil || !mk.ts.Equal(t0.Add(time.Second)) {
 		t.Fatalf("in-memory mark %+v, want the delivered value's", mk)
 	}
-	h.src.closeGap(it)
+	must(t, h.src.closeGap(context.Background(), it))
+	eventually(t, 5*time.Second, "the processor closed the gap", func() bool { return it.gap.Load() == 0 })
 	deliver(2)
 	eventually(t, 5*time.Second, "the mark committed after the gap closed", func() bool {
 		mk, ok := committed()
@@ -511,7 +512,7 @@ func TestGapMarksForNodesThatJoinMidSession(t *testing.T) {
 		var out []string
 		for _, it := range *src.items.Load() {
 			if mk, ok := src.gapPending[it]; ok {
-				out = append(out, fmt.Sprintf("%s:%s:%v", it.key, mk.id, it.gapOpen.Load()))
+				out = append(out, fmt.Sprintf("%s:%s:%v", it.key, mk.id, it.gap.Load() != 0))
 			}
 		}
 		return strings.Join(out, " ")
@@ -532,7 +533,7 @@ func TestGapMarksForNodesThatJoinMidSession(t *testing.T) {
 	if got := pending(); got != "A:v1:true B:v2:true C:v3:true" {
 		t.Fatalf("mid-session: %q, want A:v1:true B:v2:true C:v3:true", got)
 	}
-	if d.gapOpen.Load() {
+	if d.gap.Load() != 0 {
 		t.Error("D, live before it had a mark, has an open gap")
 	}
 	// The next session: D now brings a mark; A keeps its older pending one.
@@ -564,5 +565,40 @@ func TestGapChunksGroupByStart(t *testing.T) {
 	}
 	if strings.Join(got, " | ") != "N1,N3 | N0,N2 | N4" {
 		t.Fatalf("chunks %v, want the two old gaps together, then the fresh ones by handle", got)
+	}
+}
+
+// A gap closes on the processor, after the values its back-fill read
+// (queued before the close on the same channel), never on the session
+// goroutine: a live value handled in between would commit a mark past the
+// gap. The close of an older gap does not close a newer one.
+func TestGapClosesAfterItsValues(t *testing.T) {
+	src := newTestSourceWithSink(t, &memSink{})
+	src.gapPending = map[*item]lastValue{}
+	it := &item{key: "A", kind: kindValue}
+	first := src.gapSeq.Add(1)
+	it.gap.Store(first)
+	src.gapPending[it] = lastValue{}
+	ctx := context.Background()
+	must(t, src.closeGap(ctx, it))
+	if it.gap.Load() != first {
+		t.Fatal("the gap closed before the processor handled the values read back")
+	}
+	if _, pending := src.gapPending[it]; pending {
+		t.Fatal("the node's back-fill is still pending after closeGap")
+	}
+	stale := <-src.history
+	// The next session opens a new gap before the processor got to the
+	// close of the first one.
+	second := src.gapSeq.Add(1)
+	it.gap.Store(second)
+	src.handleHistory(stale)
+	if it.gap.Load() != second {
+		t.Fatalf("the close of gap %d ended gap %d", first, second)
+	}
+	must(t, src.closeGap(ctx, it))
+	src.handleHistory(<-src.history)
+	if it.gap.Load() != 0 {
+		t.Fatal("the gap is still open after its close was handled")
 	}
 }
