@@ -26,8 +26,10 @@ func (s *Source) detectHistory(ctx context.Context, sess *session, items []*item
 		default:
 			todo = append(todo, it)
 		}
-		if it.opts.Deadband.Type == DeadbandPercent {
-			s.readEURange(ctx, sess, it)
+		if it.opts.Deadband.Type == DeadbandPercent && !it.euChecked {
+			// Once answered, not again when only the history attributes
+			// are read again (retry ticks).
+			it.euChecked = s.readEURange(ctx, sess, it)
 		}
 		if it.opts.Backfill != BackfillAuto {
 			it.historyChecked = true
@@ -70,7 +72,7 @@ func (s *Source) detectHistory(ctx context.Context, sess *session, items []*item
 	}
 }
 
-func (s *Source) readEURange(ctx context.Context, sess *session, it *item) {
+func (s *Source) readEURange(ctx context.Context, sess *session, it *item) (answered bool) {
 	rctx, cancel := context.WithTimeout(ctx, s.cfg.Session.RequestTimeout)
 	defer cancel()
 	req := &ua.TranslateBrowsePathsToNodeIDsRequest{BrowsePaths: []*ua.BrowsePath{{
@@ -89,19 +91,26 @@ func (s *Source) readEURange(ctx context.Context, sess *session, it *item) {
 		res = r
 		return nil
 	})
-	if err != nil || len(res.Results) == 0 || isBad(res.Results[0].StatusCode) || len(res.Results[0].Targets) == 0 {
-		return
+	if err != nil {
+		return false
+	}
+	if len(res.Results) == 0 || isBad(res.Results[0].StatusCode) || len(res.Results[0].Targets) == 0 {
+		return true // the node has no EURange
 	}
 	target := ua.NewNodeIDFromExpandedNodeID(res.Results[0].Targets[0].TargetID)
 	rr, err := sess.c.Read(rctx, &ua.ReadRequest{NodesToRead: []*ua.ReadValueID{{NodeID: target, AttributeID: ua.AttributeIDValue}}})
-	if err != nil || len(rr.Results) == 0 || rr.Results[0].Value == nil {
-		return
+	if err != nil {
+		return false
+	}
+	if len(rr.Results) == 0 || rr.Results[0].Value == nil {
+		return true
 	}
 	if eo, ok := rr.Results[0].Value.Value().(*ua.ExtensionObject); ok {
 		if r, ok := eo.Value.(*ua.Range); ok && r.High > r.Low {
 			it.euRange.Store(&[2]float64{r.Low, r.High})
 		}
 	}
+	return true
 }
 
 // takeGapMarks records, once per session and before the node is

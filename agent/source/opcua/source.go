@@ -82,6 +82,7 @@ type item struct {
 	monitoredID    uint32
 	filterRejected bool
 	historyChecked bool
+	euChecked      bool // the EURange read was answered
 	// gapEpoch is the session whose gap this node's back-fill was settled
 	// for (takeGapMarks).
 	gapEpoch uint64
