@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"os"
@@ -98,10 +99,24 @@ func NewToken() (token, hash string, err error) {
 
 // parse reads a tokens file's content; name labels errors.
 func parse(name string, raw []byte) (map[string]principal, error) {
+	f, err := decodeFile(name, raw)
+	if err != nil {
+		return nil, err
+	}
+	return principals(name, f)
+}
+
+// decodeFile reads a tokens file strictly (unknown keys are errors).
+func decodeFile(name string, raw []byte) (File, error) {
 	var f File
 	if err := config.Decode(name, raw, &f); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrTokensFile, err)
+		return f, fmt.Errorf("%w: %v", ErrTokensFile, err)
 	}
+	return f, nil
+}
+
+// principals checks every entry of f and indexes them by hash.
+func principals(name string, f File) (map[string]principal, error) {
 	out := make(map[string]principal, len(f.Tokens))
 	var errs []string
 	for i, e := range f.Tokens {
@@ -152,11 +167,11 @@ func AppendToken(path, subject string, role Role, hash string) error {
 	var f File
 	mode, owner := os.FileMode(0o600), (*syscall.Stat_t)(nil)
 	if raw, err := os.ReadFile(path); err == nil {
-		if _, err := parse(path, raw); err != nil {
+		if f, err = decodeFile(path, raw); err != nil {
 			return err
 		}
-		if err := yaml.Unmarshal(raw, &f); err != nil {
-			return fmt.Errorf("%w: %s: %v", ErrTokensFile, path, err)
+		if _, err := principals(path, f); err != nil {
+			return err
 		}
 		if st, err := os.Stat(path); err == nil {
 			mode = st.Mode().Perm()
@@ -178,8 +193,15 @@ func AppendToken(path, subject string, role Role, hash string) error {
 	if owner != nil && (int(owner.Uid) != os.Getuid() || int(owner.Gid) != os.Getgid()) {
 		uid, gid = int(owner.Uid), int(owner.Gid)
 	}
-	if pki.WriteFileAtomicOwned(path, out, mode, uid, gid) == nil {
+	err = pki.WriteFileAtomicOwned(path, out, mode, uid, gid)
+	switch {
+	case err == nil:
 		return nil
+	case !errors.Is(err, fs.ErrPermission):
+		// Only a folder or owner we may not write falls back to writing
+		// in place: after any other failure (a full disk) that would
+		// leave a torn file, and every API user locked out.
+		return fmt.Errorf("%w: %v", ErrTokensFile, err)
 	}
 	if err := os.WriteFile(path, out, mode); err != nil {
 		return fmt.Errorf("%w: write %s: %v", ErrTokensFile, path, err)
