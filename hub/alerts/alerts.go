@@ -251,7 +251,7 @@ func (b *Bolt) List(state string, before uint64, limit int) ([]*Alert, error) {
 // of them after id after, oldest first (pipedb.PruneChunk). Unacknowledged
 // ones stay whatever their age. Ids follow raising, so the scan ends at the
 // first alert raised at or after cutoff.
-func (b *Bolt) Prune(cutoff time.Time, after uint64, limit int) (n int, next uint64, more bool, unreadable []error, err error) {
+func (b *Bolt) Prune(cutoff time.Time, after uint64, limit int) (pipedb.Chunk, error) {
 	return b.db.PruneChunk(pipedb.Pruner{
 		What:   "alert ",
 		Bucket: func(tx *bolt.Tx) (*bolt.Bucket, error) { return tx.Bucket(bucketAlerts), nil },
@@ -261,15 +261,13 @@ func (b *Bolt) Prune(cutoff time.Time, after uint64, limit int) (n int, next uin
 				RaisedAt time.Time  `json:"raised_at"`
 				AckedAt  *time.Time `json:"acknowledged_at"`
 			}
-			switch err := segjson.Unmarshal(v, &a); {
-			case err != nil:
+			if err := segjson.Unmarshal(v, &a); err != nil {
 				return pipedb.Keep, err
-			case !a.RaisedAt.Before(cutoff):
-				return pipedb.Stop, nil
-			case a.State == StateAcknowledged && a.AckedAt != nil && a.AckedAt.Before(cutoff):
-				return pipedb.Delete, nil
 			}
-			return pipedb.Keep, nil
+			if a.State != StateAcknowledged {
+				a.AckedAt = nil
+			}
+			return pipedb.ByAge(cutoff, a.RaisedAt, a.AckedAt), nil
 		},
 	}, after, limit)
 }

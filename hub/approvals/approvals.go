@@ -355,7 +355,7 @@ func (b *Bolt) List(state string, limit int) ([]Listed, error) {
 // (pipedb.PruneChunk). Pending ones, and decided ones still waiting behind
 // another held action, stay whatever their age. Ids follow creation, so the
 // scan ends at the first approval created at or after cutoff.
-func (b *Bolt) Prune(cutoff time.Time, after uint64, limit int) (n int, next uint64, more bool, unreadable []error, err error) {
+func (b *Bolt) Prune(cutoff time.Time, after uint64, limit int) (pipedb.Chunk, error) {
 	return b.db.PruneChunk(pipedb.Pruner{
 		What:   "approval ",
 		Bucket: func(tx *bolt.Tx) (*bolt.Bucket, error) { return tx.Bucket(bucketApprovals), nil },
@@ -366,15 +366,13 @@ func (b *Bolt) Prune(cutoff time.Time, after uint64, limit int) (n int, next uin
 				DecidedAt *time.Time `json:"decided_at"`
 				Released  bool       `json:"released"`
 			}
-			switch err := segjson.Unmarshal(v, &a); {
-			case err != nil:
+			if err := segjson.Unmarshal(v, &a); err != nil {
 				return pipedb.Keep, err
-			case !a.CreatedAt.Before(cutoff):
-				return pipedb.Stop, nil
-			case a.State != StatePending && a.Released && a.DecidedAt != nil && a.DecidedAt.Before(cutoff):
-				return pipedb.Delete, nil
 			}
-			return pipedb.Keep, nil
+			if a.State == StatePending || !a.Released {
+				a.DecidedAt = nil
+			}
+			return pipedb.ByAge(cutoff, a.CreatedAt, a.DecidedAt), nil
 		},
 	}, after, limit)
 }

@@ -403,7 +403,7 @@ func (b *Bolt) List(f Filter) ([]*Exception, error) {
 // exception created at or after cutoff. For a pruned delivery exception,
 // delivery runs in the deleting transaction (the pipeline deletes the
 // failed outbox entry it parked).
-func (b *Bolt) Prune(cutoff time.Time, after uint64, limit int, delivery func(tx *bolt.Tx, d *Delivery) error) (n int, next uint64, more bool, unreadable []error, err error) {
+func (b *Bolt) Prune(cutoff time.Time, after uint64, limit int, delivery func(tx *bolt.Tx, d *Delivery) error) (pipedb.Chunk, error) {
 	type stored struct {
 		State      State      `json:"state"`
 		CreatedAt  time.Time  `json:"created_at"`
@@ -418,15 +418,13 @@ func (b *Bolt) Prune(cutoff time.Time, after uint64, limit int, delivery func(tx
 				return pipedb.Keep, nil
 			}
 			var e stored
-			switch err := segjson.Unmarshal(v, &e); {
-			case err != nil:
+			if err := segjson.Unmarshal(v, &e); err != nil {
 				return pipedb.Keep, err
-			case !e.CreatedAt.Before(cutoff):
-				return pipedb.Stop, nil
-			case e.State == StateResolved && e.ResolvedAt != nil && e.ResolvedAt.Before(cutoff):
-				return pipedb.Delete, nil
 			}
-			return pipedb.Keep, nil
+			if e.State != StateResolved {
+				e.ResolvedAt = nil
+			}
+			return pipedb.ByAge(cutoff, e.CreatedAt, e.ResolvedAt), nil
 		},
 		Gone: func(tx *bolt.Tx, _, v []byte) error {
 			var e stored

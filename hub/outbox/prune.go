@@ -18,7 +18,7 @@ import (
 // at the first entry created at or after cutoff. Sequence numbers are never
 // reused (the next one is kept apart from the entries). When limit cut the
 // scan short, more is set and next is where to go on from.
-func (b *Bolt) PruneDelivered(dest string, cutoff time.Time, after uint64, limit int) (n int, next uint64, more bool, unreadable []error, err error) {
+func (b *Bolt) PruneDelivered(dest string, cutoff time.Time, after uint64, limit int) (pipedb.Chunk, error) {
 	return b.db.PruneChunk(pipedb.Pruner{
 		What: "outbox entry " + dest + "/",
 		Bucket: func(tx *bolt.Tx) (*bolt.Bucket, error) {
@@ -30,15 +30,16 @@ func (b *Bolt) PruneDelivered(dest string, cutoff time.Time, after uint64, limit
 		},
 		Judge: func(_ *bolt.Tx, _, v []byte) (pipedb.Verdict, error) {
 			created, err := createdAt(v)
-			switch {
-			case err != nil:
+			if err != nil {
 				return pipedb.Keep, err
-			case !created.Before(cutoff):
-				return pipedb.Stop, nil
-			case stateOf(v[0]) == StateDelivered:
-				return pipedb.Delete, nil
 			}
-			return pipedb.Keep, nil
+			// Delivered entries count as done when made: entries are
+			// appended in time order.
+			var done *time.Time
+			if stateOf(v[0]) == StateDelivered {
+				done = &created
+			}
+			return pipedb.ByAge(cutoff, created, done), nil
 		},
 	}, after, limit)
 }

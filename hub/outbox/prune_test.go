@@ -43,19 +43,19 @@ func TestPruneDeliveredKeepsWhatIsStillOwed(t *testing.T) {
 		next uint64
 		more bool
 	}{{1, 2, true}, {1, 4, true}, {1, 5, false}} {
-		n, next, more, unreadable, err := b.PruneDelivered("erp", cutoff, after, 2)
-		if err != nil || unreadable != nil || n != want.n || next != want.next || more != want.more {
-			t.Fatalf("chunk %d: %d pruned, next %d, more %v, %v; want %+v", i+1, n, next, more, err, want)
+		c, err := b.PruneDelivered("erp", cutoff, after, 2)
+		if err != nil || c.Unreadable != nil || c.N != want.n || c.Next != want.next || c.More != want.more {
+			t.Fatalf("chunk %d: %+v, %v; want %+v", i+1, c, err, want)
 		}
-		total, after = total+n, next
+		total, after = total+c.N, c.Next
 	}
 	if total != 3 {
 		t.Fatalf("pruned %d, want 3", total)
 	}
 	// A new pass from the start looks at the kept entries again and finds
 	// nothing more to prune.
-	if n, _, more, _, err := b.PruneDelivered("erp", cutoff, 0, 10); err != nil || n != 0 || more {
-		t.Fatalf("second pass: %d pruned, more %v, %v", n, more, err)
+	if c, err := b.PruneDelivered("erp", cutoff, 0, 10); err != nil || c.N != 0 || c.More {
+		t.Fatalf("second pass: %+v, %v", c, err)
 	}
 	left := rawEntries(t, db, "erp")
 	for seq, want := range map[uint64]bool{1: false, 2: true, 3: true, 4: false, 5: false, 6: true} {
@@ -74,7 +74,7 @@ func TestPruneDeliveredKeepsWhatIsStillOwed(t *testing.T) {
 	if _, ok := rawEntries(t, db, "erp")[7]; !ok {
 		t.Errorf("the next entry is not 7: %v", rawEntries(t, db, "erp"))
 	}
-	if _, _, _, _, err := b.PruneDelivered("nowhere", cutoff, 0, 10); err == nil {
+	if _, err := b.PruneDelivered("nowhere", cutoff, 0, 10); err == nil {
 		t.Error("an unknown destination is not refused")
 	}
 }

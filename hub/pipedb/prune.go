@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -23,6 +24,30 @@ const (
 	// too young (records are keyed in the order they were made).
 	Stop
 )
+
+// ByAge judges a record made at created and finished at done (nil: not
+// finished, it stays): Stop once records are as young as cutoff, Delete
+// when it finished before cutoff.
+func ByAge(cutoff, created time.Time, done *time.Time) Verdict {
+	switch {
+	case !created.Before(cutoff):
+		return Stop
+	case done != nil && done.Before(cutoff):
+		return Delete
+	}
+	return Keep
+}
+
+// Chunk is what one PruneChunk did: N records deleted; Next is the key to
+// go on after, More whether limit cut the scan short; Unreadable lists the
+// records kept because Judge could not read them (each wraps
+// ErrUnreadable and names the record).
+type Chunk struct {
+	N          int
+	Next       uint64
+	More       bool
+	Unreadable []error
+}
 
 // ErrUnreadable marks a record a pruning scan could not judge: it is kept
 // and the scan goes on.
@@ -45,65 +70,82 @@ type Pruner struct {
 // first, in a read transaction, then deletes those Judge condemned in a
 // short write transaction, judging each again there (it may have changed
 // in between). A pass that finds nothing to delete never takes the write
-// lock, so the pipeline's commits do not wait for it. When limit cut the
-// scan short, more is set and next is where to go on from. A record Judge
-// cannot read is kept and reported in unreadable (each error wraps
-// ErrUnreadable and names the record); the scan goes on past it.
-func (d *DB) PruneChunk(p Pruner, after uint64, limit int) (n int, next uint64, more bool, unreadable []error, err error) {
-	next = after
+// lock, so the pipeline's commits do not wait for it. A record Judge
+// cannot read is kept and reported; the scan goes on past it.
+func (d *DB) PruneChunk(p Pruner, after uint64, limit int) (Chunk, error) {
+	c := Chunk{Next: after}
 	var doomed [][]byte
-	err = d.View(func(tx *bolt.Tx) error {
+	err := d.View(func(tx *bolt.Tx) error {
 		b, err := p.Bucket(tx)
 		if err != nil {
 			return err
 		}
-		c := b.Cursor()
+		cur := b.Cursor()
 		scanned := 0
-		for k, v := c.Seek(boltkv.U64(after + 1)); k != nil; k, v = c.Next() {
+		for k, v := cur.Seek(boltkv.U64(after + 1)); k != nil; k, v = cur.Next() {
 			if scanned == limit {
-				more = true
+				c.More = true
 				break
 			}
 			verdict, err := p.Judge(tx, k, v)
 			if err != nil {
-				unreadable = append(unreadable, fmt.Errorf("%w: %s%d: %v", ErrUnreadable, p.What, boltkv.ToU64(k), err))
+				c.Unreadable = append(c.Unreadable, fmt.Errorf("%w: %s%d: %v", ErrUnreadable, p.What, boltkv.ToU64(k), err))
 				verdict = Keep
 			}
 			if verdict == Stop {
 				break
 			}
 			scanned++
-			next = boltkv.ToU64(k)
+			c.Next = boltkv.ToU64(k)
 			if verdict == Delete {
 				doomed = append(doomed, bytes.Clone(k))
 			}
 		}
 		return nil
 	})
-	if err != nil || len(doomed) == 0 {
-		if err != nil {
-			return 0, after, false, nil, err
-		}
-		return 0, next, more, unreadable, nil
+	if err != nil {
+		return Chunk{Next: after}, err
 	}
+	if len(doomed) == 0 {
+		return c, nil
+	}
+	c.N, err = d.DeleteIf(p.Bucket, doomed, func(tx *bolt.Tx, k, v []byte) (bool, error) {
+		if verdict, err := p.Judge(tx, k, v); err != nil || verdict != Delete {
+			return false, nil
+		}
+		if p.Gone != nil {
+			return true, p.Gone(tx, k, v)
+		}
+		return true, nil
+	})
+	if err != nil {
+		return Chunk{Next: after}, err
+	}
+	return c, nil
+}
+
+// DeleteIf deletes, in one write transaction, those of keys (found in a
+// read transaction before) that still exist and that still says may go;
+// still may also delete what only that record refers to. It returns how
+// many it deleted.
+func (d *DB) DeleteIf(bucket func(tx *bolt.Tx) (*bolt.Bucket, error), keys [][]byte, still func(tx *bolt.Tx, k, v []byte) (bool, error)) (n int, err error) {
 	err = d.Update(func(tx *bolt.Tx) error {
-		b, err := p.Bucket(tx)
+		b, err := bucket(tx)
 		if err != nil {
 			return err
 		}
 		n = 0
-		for _, k := range doomed {
+		for _, k := range keys {
 			v := b.Get(k)
 			if v == nil {
 				continue
 			}
-			if verdict, err := p.Judge(tx, k, v); err != nil || verdict != Delete {
-				continue
+			ok, err := still(tx, k, v)
+			if err != nil {
+				return err
 			}
-			if p.Gone != nil {
-				if err := p.Gone(tx, k, v); err != nil {
-					return err
-				}
+			if !ok {
+				continue
 			}
 			if err := b.Delete(k); err != nil {
 				return err
@@ -113,7 +155,7 @@ func (d *DB) PruneChunk(p Pruner, after uint64, limit int) (n int, next uint64, 
 		return nil
 	})
 	if err != nil {
-		return 0, after, false, nil, err
+		return 0, err
 	}
-	return n, next, more, unreadable, nil
+	return n, nil
 }

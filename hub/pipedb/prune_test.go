@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -61,14 +62,13 @@ func TestPruneChunk(t *testing.T) {
 	var bad []error
 	total, calls := 0, 0
 	for more := true; more; calls++ {
-		var n int
-		var unreadable []error
-		n, after, more, unreadable, err = db.PruneChunk(p, after, 2)
+		c, err := db.PruneChunk(p, after, 2)
 		if err != nil {
 			t.Fatal(err)
 		}
-		total += n
-		bad = append(bad, unreadable...)
+		after, more = c.Next, c.More
+		total += c.N
+		bad = append(bad, c.Unreadable...)
 	}
 	// Seven records before the young one, two per call, and a last call
 	// that meets the young one after one record.
@@ -87,5 +87,25 @@ func TestPruneChunk(t *testing.T) {
 	})
 	if err != nil || left.String() != "k?kyd" {
 		t.Errorf("left %q, %v; want k?kyd", left.String(), err)
+	}
+}
+
+func TestByAge(t *testing.T) {
+	cutoff := time.Date(2026, 11, 27, 0, 0, 0, 0, time.UTC)
+	before, after := cutoff.Add(-time.Hour), cutoff.Add(time.Hour)
+	for _, tc := range []struct {
+		created time.Time
+		done    *time.Time
+		want    Verdict
+	}{
+		{before, &before, Delete},
+		{before, nil, Keep},     // not finished
+		{before, &after, Keep},  // finished after the cutoff
+		{cutoff, &before, Stop}, // as young as the cutoff: it and the rest stay
+		{after, nil, Stop},
+	} {
+		if got := ByAge(cutoff, tc.created, tc.done); got != tc.want {
+			t.Errorf("ByAge(created %s, done %v) = %d, want %d", tc.created, tc.done, got, tc.want)
+		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/plantsync/plantsync/hub/exceptions"
+	"github.com/plantsync/plantsync/hub/pipedb"
 )
 
 // Retention bounds what the pipeline's file keeps of finished work.
@@ -70,30 +71,30 @@ func (p *Pipeline) Prune(ctx context.Context) (n Pruned, err error) {
 	// read is kept and logged (once per record while the hub runs); an
 	// error of the file ends that store's pass, the others go on.
 	var errs []error
-	chunks := func(prune func(after uint64) (int, uint64, bool, []error, error), count func(int)) (total int) {
+	chunks := func(prune func(after uint64) (pipedb.Chunk, error), count func(int)) (total int) {
 		var after uint64
 		for more := true; more; {
 			if ctx.Err() != nil {
 				return total
 			}
-			k, next, m, unreadable, err := prune(after)
-			for _, u := range unreadable {
+			c, err := prune(after)
+			for _, u := range c.Unreadable {
 				p.reportUnreadable(u)
 			}
 			if err != nil {
 				errs = append(errs, err)
 				return total
 			}
-			after, more = next, m
-			total += k
-			count(k)
+			after, more = c.Next, c.More
+			total += c.N
+			count(c.N)
 		}
 		return total
 	}
 	if p.opts.Retention.Delivered > 0 {
 		cutoff := p.now().Add(-p.opts.Retention.Delivered)
 		for _, d := range p.outbox.Destinations() {
-			n.Entries += chunks(func(after uint64) (int, uint64, bool, []error, error) {
+			n.Entries += chunks(func(after uint64) (pipedb.Chunk, error) {
 				return p.outbox.PruneDelivered(d, cutoff, after, pruneChunk)
 			}, func(k int) { p.m.outboxPruned.WithLabelValues(d).Add(float64(k)) })
 		}
@@ -107,16 +108,16 @@ func (p *Pipeline) Prune(ctx context.Context) (n Pruned, err error) {
 		}
 		for _, s := range []struct {
 			kind  string
-			prune func(time.Time, uint64, int) (int, uint64, bool, []error, error)
+			prune func(time.Time, uint64, int) (pipedb.Chunk, error)
 			total *int
 		}{
-			{"exception", func(c time.Time, after uint64, limit int) (int, uint64, bool, []error, error) {
+			{"exception", func(c time.Time, after uint64, limit int) (pipedb.Chunk, error) {
 				return p.exceptions.Prune(c, after, limit, deleteFailed)
 			}, &n.Exceptions},
 			{"approval", p.approvals.Prune, &n.Approvals},
 			{"alert", p.alerts.Prune, &n.Alerts},
 		} {
-			*s.total += chunks(func(after uint64) (int, uint64, bool, []error, error) { return s.prune(cutoff, after, pruneChunk) },
+			*s.total += chunks(func(after uint64) (pipedb.Chunk, error) { return s.prune(cutoff, after, pruneChunk) },
 				func(k int) { p.m.resolvedPruned.WithLabelValues(s.kind).Add(float64(k)) })
 		}
 	}
@@ -165,14 +166,14 @@ func (p *Pipeline) reportUnreadable(err error) {
 
 // pruneTrace deletes the trace entries of journal positions below below
 // that lead to nothing still open, looking at up to limit entries from key
-// from on (nil: the start). When limit cut it short, more is set and next
-// is where to go on from.
+// from on (nil: the start). It looks in a read transaction and takes the
+// write lock only when something may go. When limit cut it short, more is
+// set and next is where to go on from.
 func (p *Pipeline) pruneTrace(from []byte, below uint64, limit int) (n int, next []byte, more bool, err error) {
 	next = from
-	err = p.db.Update(func(tx *bolt.Tx) error {
-		tb := tx.Bucket(bucketTrace)
-		c := tb.Cursor()
-		var doomed [][]byte
+	var doomed [][]byte
+	err = p.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketTrace).Cursor()
 		scanned := 0
 		first := byte(0)
 		if from != nil {
@@ -200,14 +201,12 @@ func (p *Pipeline) pruneTrace(from []byte, below uint64, limit int) (n int, next
 				}
 			}
 		}
-		for _, k := range doomed {
-			if err := tb.Delete(k); err != nil {
-				return err
-			}
-		}
-		n = len(doomed)
 		return nil
 	})
+	if err == nil && len(doomed) > 0 {
+		traces := func(tx *bolt.Tx) (*bolt.Bucket, error) { return tx.Bucket(bucketTrace), nil }
+		n, err = p.db.DeleteIf(traces, doomed, func(tx *bolt.Tx, _, v []byte) (bool, error) { return !p.keepsTrace(tx, v), nil })
+	}
 	if err != nil {
 		return 0, from, false, err
 	}
