@@ -93,8 +93,8 @@ type Bolt struct {
 	tail []Record
 }
 
-// tailMax bounds the records kept for ReadDecoded (a few pipeline batches;
-// a decoded event is about a kilobyte).
+// tailMax bounds the records kept for ReadDecoded: a few pipeline
+// batches.
 const tailMax = 8192
 
 var _ Journal = (*Bolt)(nil)

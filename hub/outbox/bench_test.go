@@ -94,3 +94,31 @@ func BenchmarkDeliverLog(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkDecodeEntry compares the two decoders Decode uses on a stored
+// entry: segmentio's (the normal path) and encoding/json (the fallback
+// that words a refusal).
+func BenchmarkDecodeEntry(b *testing.B) {
+	e := benchEntry(1)
+	v, err := Encode(&e)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("segmentio", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			if _, err := Decode(v); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("encoding-json", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			var out Entry
+			if err := json.Unmarshal(v[1:], &out); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

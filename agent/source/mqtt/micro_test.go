@@ -20,3 +20,33 @@ func BenchmarkHandleJSON(b *testing.B) {
 		sink.take()
 	}
 }
+
+// BenchmarkDecodePayload compares the two ways a JSON payload is read:
+// encoding/json into map[string]any (every payload the fast path cannot
+// take), and the fast path (json.Valid, then a pooled fastjson parse) that
+// jsonfast.go describes.
+func BenchmarkDecodePayload(b *testing.B) {
+	cfg := NewDefaultConfig()
+	cfg.Subscriptions = []Subscription{completionSub()}
+	s := offlineSource(b, cfg, &recordingSink{})
+	cs := s.subs[0]
+	p := completionJSON("bench-000000001")
+	b.Run("encoding-json", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			if _, merr := cs.decodePayload(p); merr != nil {
+				b.Fatal(merr)
+			}
+		}
+	})
+	b.Run("fast-path", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			v, parser := cs.fastDecode(p)
+			if v == nil {
+				b.Fatal("the fast path refused the benchmark payload")
+			}
+			fastParsers.Put(parser)
+		}
+	})
+}
