@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -139,9 +138,6 @@ func Open(path string, cfg Config, opts Options) (*Buffer, error) {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("create buffer folder: %w", err)
 	}
 	existed := fileExists(path)
 	db, err := openBolt(path, cfg)

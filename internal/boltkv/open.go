@@ -48,9 +48,8 @@ func Open(path string, opts *bolt.Options, spec OpenSpec) (db *bolt.DB, err erro
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("create the %s folder: %w", spec.What, err)
 	}
-	var fileSize int64 = -1
 	if st, statErr := os.Stat(path); statErr == nil {
-		fileSize = st.Size()
+		fileSize := st.Size()
 		if fileSize == 0 {
 			return nil, fmt.Errorf("%w: %s is empty (a torn first write?); %s", spec.Corrupt, path, aside)
 		}
@@ -65,14 +64,6 @@ func Open(path string, opts *bolt.Options, spec OpenSpec) (db *bolt.DB, err erro
 			return nil, fmt.Errorf("open %s %s: locked by another process (%s): %w", spec.What, path, spec.Owner, err)
 		}
 		return nil, fmt.Errorf("%w: open %s: %v; %s", spec.Corrupt, path, err, aside)
-	}
-	if fileSize > 0 {
-		var want int64
-		_ = db.View(func(tx *bolt.Tx) error { want = tx.Size(); return nil })
-		if want > fileSize {
-			_ = db.Close()
-			return nil, fmt.Errorf("%w: %s is truncated: %d bytes on disk, its metadata needs %d; %s", spec.Corrupt, path, fileSize, want, aside)
-		}
 	}
 	return db, nil
 }

@@ -178,10 +178,6 @@ func (p streamPos) after() []any {
 	return []any{"OR", []any{[]any{"write_date", ">", at}}, []any{[]any{"write_date", "=", at}, []any{"id", ">", p.ID}}}
 }
 
-func posOf(d *datetime, id int) streamPos {
-	return streamPos{At: d.time().Format(time.RFC3339Nano), ID: id}
-}
-
 // ChangeDocument is the document of a change (sdk.Change.Document), the
 // contract hub/capture reads: a purchase order (po.approved) or an incoming
 // shipment (goods.receipt) in Tryton's codes.
@@ -396,8 +392,9 @@ func (c *Connector) purchaseChanges(ctx context.Context, cfg Config, pos *stream
 }
 
 // changedRows reads the next rows of model in the company that match
-// filter and were written after pos, oldest first, and keeps those pos
-// reports now (streamPos.read: a row written within changes_settle waits).
+// filter and were written after pos, oldest first, and keeps those not
+// reported before (streamPos.read, which also steps back over the
+// changes_settle window once the stream has caught up).
 func changedRows[T any](ctx context.Context, c *Connector, rpc *client, model string, filter []any, fields []string,
 	cfg Config, pos *streamPos, limit int, key func(T) rowKey) (rows []T, more bool, err error) {
 	domain := append([]any{[]any{"company", "=", cfg.Company}}, filter...)

@@ -28,7 +28,9 @@ var (
 	bucketEntries = []byte("entries") // 8-byte id -> JSON entry
 	bucketByHash  = []byte("by_hash") // content hash -> 8-byte id
 	bucketQMeta   = []byte("meta")
-	keyNextID     = []byte("next_id")
+	// keyLastID holds the last id given (files written before held the
+	// next one, so one id is skipped once: ids stay unique and rising).
+	keyLastID = []byte("next_id")
 )
 
 // QuarantineEntry is one quarantined message, as the admin API shows it.
@@ -101,8 +103,8 @@ func (q *quarantine) put(topic string, payload []byte, qos byte, reason, locatio
 				return putJSON(entries, k, e)
 			}
 		}
-		id := max(boltkv.GetU64(meta, keyNextID), 1)
-		if err := boltkv.PutU64(meta, keyNextID, id+1); err != nil {
+		id, err := boltkv.NextU64(meta, keyLastID)
+		if err != nil {
 			return err
 		}
 		e = QuarantineEntry{ID: id, Topic: topic, Payload: payload, QoS: qos, Reason: reason, Location: location,
