@@ -91,13 +91,20 @@ type HostStatus struct {
 // loop (growing backoff).
 const stableAfter = time.Minute
 
+// pid is the plugin process's id (0 before it started).
+func (i *instance) pid() int {
+	if i.cmd == nil || i.cmd.Process == nil {
+		return 0
+	}
+	return i.cmd.Process.Pid
+}
+
 type instance struct {
 	client  *plugin.Client
 	cmd     *exec.Cmd        // its Process signals through a pidfd: never another process
 	conn    *grpc.ClientConn // for the liveness check
 	dest    *destinationClient
 	src     *sourceClient
-	pid     int
 	started time.Time
 
 	// timeouts counts consecutive calls that ran out of time; probing is
@@ -274,7 +281,7 @@ func (h *host) get(ctx context.Context) (*instance, error) {
 		h.cur = inst
 		h.mu.Unlock()
 		h.metrics.Up(h.cfg.Name, true)
-		h.log.Info("plugin started", "path", h.cfg.Path, "pid", inst.pid, "version", h.Info().Version)
+		h.log.Info("plugin started", "path", h.cfg.Path, "pid", inst.pid(), "version", h.Info().Version)
 		return inst, nil
 	}
 }
@@ -331,9 +338,6 @@ func (h *host) start() (*instance, error) {
 	inst := &instance{client: client, cmd: cmd, started: time.Now()}
 	if gc, ok := rpc.(*plugin.GRPCClient); ok {
 		inst.conn = gc.Conn
-	}
-	if rc := client.ReattachConfig(); rc != nil {
-		inst.pid = rc.Pid
 	}
 	var configure func(context.Context, ConfigureRequest) (ConfigureResponse, error)
 	switch c := raw.(type) {
@@ -405,7 +409,7 @@ func (h *host) dropBecause(inst *instance, cause error, msg string, grace time.D
 	h.mu.Unlock()
 	h.metrics.Up(h.cfg.Name, false)
 	h.metrics.Restarted(h.cfg.Name)
-	h.log.Warn(msg, "pid", inst.pid, "error", h.errText(cause), "restart_in", wait.Round(time.Millisecond))
+	h.log.Warn(msg, "pid", inst.pid(), "error", h.errText(cause), "restart_in", wait.Round(time.Millisecond))
 	h.kills.Add(1)
 	defer h.kills.Done()
 	h.kill(inst.client, inst.cmd, grace)
@@ -551,7 +555,7 @@ func (h *host) status() HostStatus {
 	defer h.mu.Unlock()
 	st := HostStatus{Running: h.cur != nil, Restarts: h.restarts, Info: h.info}
 	if h.cur != nil {
-		st.PID = h.cur.pid
+		st.PID = h.cur.pid()
 	}
 	if h.lastErr != nil {
 		st.LastError = h.scrub.Scrub(h.lastErr.Error())
@@ -576,7 +580,7 @@ func (h *host) close() error {
 	}
 	if inst != nil {
 		h.kill(inst.client, inst.cmd, killGrace)
-		h.log.Info("plugin stopped", "pid", inst.pid)
+		h.log.Info("plugin stopped", "pid", inst.pid())
 	}
 	// A check ends within HealthTimeout, or after killing a wedged process
 	// (bounded by kill); so does a process a failed call is ending.

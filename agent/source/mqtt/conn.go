@@ -56,7 +56,7 @@ func dialBroker(uri *url.URL, o paho.ClientOptions) (net.Conn, error) {
 		conn, err = paho.NewWebsocket(dialURI.String(), tc, o.ConnectTimeout, o.HTTPHeaders, o.WebsocketOptions)
 	case "mqtt", "tcp":
 		conn, err = proxy.FromEnvironmentUsing(dialer).Dial("tcp", uri.Host)
-	case "ssl", "tls", "mqtts", "mqtt+ssl", "tcps":
+	case "ssl", "tls", "mqtts":
 		if os.Getenv("all_proxy") == "" {
 			conn, err = tls.DialWithDialer(dialer, "tcp", uri.Host, o.TLSConfig)
 			break

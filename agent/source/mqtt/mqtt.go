@@ -53,10 +53,10 @@ type Source struct {
 	window *recentIDs
 	sp     *sparkplugState
 	hostTS time.Time // Sparkplug STATE timestamp of this run
-	// stateTopic and onlineState are this host's STATE topic and online
-	// payload, fixed for the run (set with hostTS).
-	stateTopic  string
-	onlineState []byte
+	// stateTopic, onlineState and offlineState are this host's STATE
+	// topic and payloads, fixed for the run (set with hostTS).
+	stateTopic                string
+	onlineState, offlineState []byte
 
 	client   paho.Client
 	q        *quarantine
@@ -178,8 +178,8 @@ func (s *Source) clientOptions() (*paho.ClientOptions, error) {
 	if host := c.Sparkplug.HostID; host != "" {
 		s.hostTS = time.Now()
 		s.stateTopic = sparkplugNamespace + "/" + spSTATE + "/" + host
-		s.onlineState = hostState(true, s.hostTS)
-		opts.SetBinaryWill(s.stateTopic, hostState(false, s.hostTS), 1, true)
+		s.onlineState, s.offlineState = hostState(true, s.hostTS), hostState(false, s.hostTS)
+		opts.SetBinaryWill(s.stateTopic, s.offlineState, 1, true)
 	}
 	return opts, nil
 }
@@ -656,7 +656,7 @@ func (s *Source) Shutdown(ctx context.Context) error {
 	}
 	s.acks.drain()
 	if s.cfg.Sparkplug.HostID != "" && s.client.IsConnectionOpen() {
-		tok := s.client.Publish(s.stateTopic, 1, true, hostState(false, s.hostTS))
+		tok := s.client.Publish(s.stateTopic, 1, true, s.offlineState)
 		tok.WaitTimeout(min(time.Second, untilDeadline(ctx)))
 	}
 	quiesce := uint(250)

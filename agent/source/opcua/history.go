@@ -343,11 +343,7 @@ func (s *Source) historyRead(ctx context.Context, sess *session, chunk []*item, 
 				if dv == nil {
 					continue
 				}
-				ts := dv.SourceTimestamp
-				if ts.IsZero() {
-					ts = dv.ServerTimestamp
-				}
-				if ts.After(marks[i].ts) {
+				if valueTime(dv).After(marks[i].ts) {
 					counts[i]++ // values before the mark are skipped, not the gap's
 				}
 			}

@@ -660,15 +660,21 @@ func numeric(v *ua.Variant) (float64, bool) {
 	return 0, false
 }
 
+// valueTime is when a value was taken: its source timestamp, else the
+// server's (part of the event id, and what marks and back-fill compare).
+func valueTime(dv *ua.DataValue) time.Time {
+	if dv.SourceTimestamp.IsZero() {
+		return dv.ServerTimestamp
+	}
+	return dv.SourceTimestamp
+}
+
 // buildValueEvent maps one value of a node. It never fails: a value the
 // mapping cannot take becomes a source.error event naming the node and
 // field, and a bad-quality value becomes an event carrying that quality.
 func buildValueEvent(it *item, dv *ua.DataValue, plant, endpoint string, now time.Time) (*pb.Event, lastValue) {
 	status := dv.Status
-	ts := dv.SourceTimestamp
-	if ts.IsZero() {
-		ts = dv.ServerTimestamp
-	}
+	ts := valueTime(dv)
 	m := it.m
 	obs := &pb.Observation{StatusCode: uint32(status)}
 	raw := setObservation(obs, dv.Value)
