@@ -29,21 +29,19 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"math"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/plantsync/plantsync/e2e/internal/benchkit"
 	"github.com/plantsync/plantsync/internal/pki"
 )
 
@@ -223,7 +221,7 @@ func (b *bench) measure(ctx context.Context) (*results, error) {
 		}
 		r.ingest = append(r.ingest, a.rate)
 		r.cpuIngest = append(r.cpuIngest, a.agentCPU)
-		progress("run %d/%d  a. ingest        %s events/s (agent CPU %.1f µs/event)", i, b.o.runs, thousands(a.rate), a.agentCPU)
+		progress("run %d/%d  a. ingest        %s events/s (agent CPU %.1f µs/event)", i, b.o.runs, benchkit.Thousands(a.rate, ','), a.agentCPU)
 
 		e, err := b.runEndToEnd(ctx, i)
 		if err != nil {
@@ -232,7 +230,7 @@ func (b *bench) measure(ctx context.Context) (*results, error) {
 		r.e2e = append(r.e2e, e.rate)
 		r.cpuE2EAgent = append(r.cpuE2EAgent, e.agentCPU)
 		r.cpuE2EHub = append(r.cpuE2EHub, e.hubCPU)
-		progress("run %d/%d  b. end to end    %s events/s (CPU µs/event: agent %.1f, hub %.1f)", i, b.o.runs, thousands(e.rate), e.agentCPU, e.hubCPU)
+		progress("run %d/%d  b. end to end    %s events/s (CPU µs/event: agent %.1f, hub %.1f)", i, b.o.runs, benchkit.Thousands(e.rate, ','), e.agentCPU, e.hubCPU)
 
 		d, err := b.runDrain(ctx, i)
 		if err != nil {
@@ -246,7 +244,7 @@ func (b *bench) measure(ctx context.Context) (*results, error) {
 		r.cpuDrainAgent = append(r.cpuDrainAgent, d.agentCPU)
 		r.cpuDrainHub = append(r.cpuDrainHub, d.hubCPU)
 		progress("run %d/%d  c. drain         %.2f s (filled at %s events/s, uplink up after %.2f s; CPU µs/event: agent %.1f, hub %.1f)",
-			i, b.o.runs, d.drain.Seconds(), thousands(d.fill), d.connect.Seconds(), d.agentCPU, d.hubCPU)
+			i, b.o.runs, d.drain.Seconds(), benchkit.Thousands(d.fill, ','), d.connect.Seconds(), d.agentCPU, d.hubCPU)
 		progress("run %d/%d  d. RssAnon       %.1f MB buffered, %.1f MB peak", i, b.o.runs, d.rss, d.rssPeak)
 	}
 	r.loadAfter = loadavg()
@@ -266,7 +264,7 @@ func (b *bench) runIngest(ctx context.Context, run int) (phase, error) {
 	if err != nil {
 		return ph, err
 	}
-	hubAddr, admin := freeAddr(), freeAddr() // nothing listens at hubAddr
+	hubAddr, admin := benchkit.FreeAddr(), benchkit.FreeAddr() // nothing listens at hubAddr
 	ag, err := b.startAgent(dir, hubAddr, admin, b.o.events)
 	if err != nil {
 		return ph, err
@@ -296,7 +294,7 @@ func (b *bench) runIngest(ctx context.Context, run int) (phase, error) {
 		return ph, fmt.Errorf("all %d events were committed before the first poll; raise -events", n)
 	}
 	ph.rate = float64(n-s0) / t1.Sub(t0).Seconds()
-	ph.agentCPU = perEvent(ag.cpu(), n)
+	ph.agentCPU = perEvent(ag.cpuTime(), n)
 	return ph, nil
 }
 
@@ -307,7 +305,7 @@ func (b *bench) runEndToEnd(ctx context.Context, run int) (phase, error) {
 	if err != nil {
 		return ph, err
 	}
-	hubAddr, hubHTTP, admin := freeAddr(), freeAddr(), freeAddr()
+	hubAddr, hubHTTP, admin := benchkit.FreeAddr(), benchkit.FreeAddr(), benchkit.FreeAddr()
 	hb, err := b.startHub(dir, hubAddr, hubHTTP)
 	if err != nil {
 		return ph, err
@@ -347,7 +345,7 @@ func (b *bench) runEndToEnd(ctx context.Context, run int) (phase, error) {
 		return ph, fmt.Errorf("all %d events were acked before the first poll; raise -events", n)
 	}
 	ph.rate = float64(n-a0) / t1.Sub(t0).Seconds()
-	ph.agentCPU, ph.hubCPU = perEvent(ag.cpu(), n), perEvent(hb.cpu(), n)
+	ph.agentCPU, ph.hubCPU = perEvent(ag.cpuTime(), n), perEvent(hb.cpuTime(), n)
 	return ph, b.checkHub(hubHTTP, n)
 }
 
@@ -367,7 +365,7 @@ func (b *bench) runDrain(ctx context.Context, run int) (drainResult, error) {
 		return r, err
 	}
 	// The hub's port is chosen now and left free until the hub starts.
-	hubAddr, hubHTTP, admin := freeAddr(), freeAddr(), freeAddr()
+	hubAddr, hubHTTP, admin := benchkit.FreeAddr(), benchkit.FreeAddr(), benchkit.FreeAddr()
 	ag, err := b.startAgent(dir, hubAddr, admin, b.o.backlog)
 	if err != nil {
 		return r, err
@@ -404,7 +402,7 @@ func (b *bench) runDrain(ctx context.Context, run int) (drainResult, error) {
 		return r, err
 	}
 	r.rssPeak = max(r.rssPeak, r.rss)
-	agentCPU0 := ag.cpu()
+	agentCPU0 := ag.cpuTime()
 
 	start := time.Now()
 	hb, err := b.startHub(dir, hubAddr, hubHTTP)
@@ -429,7 +427,7 @@ func (b *bench) runDrain(ctx context.Context, run int) (drainResult, error) {
 	if err != nil {
 		return r, err
 	}
-	r.agentCPU, r.hubCPU = perEvent(ag.cpu()-agentCPU0, n), perEvent(hb.cpu(), n)
+	r.agentCPU, r.hubCPU = perEvent(ag.cpuTime()-agentCPU0, n), perEvent(hb.cpuTime(), n)
 	return r, b.checkHub(hubHTTP, n)
 }
 
@@ -655,31 +653,8 @@ func (b *bench) start(name, logPath, bin string, args ...string) (*proc, error) 
 
 func (p *proc) pid() int { return p.cmd.Process.Pid }
 
-// cpu is the user plus system time the process has used so far, from
-// /proc/PID/stat; 0 when it cannot be read.
-func (p *proc) cpu() time.Duration {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.pid()))
-	if err != nil {
-		return 0
-	}
-	// Fields after the command name, which may hold spaces: state is
-	// field 3, utime and stime are fields 14 and 15.
-	i := bytes.LastIndexByte(raw, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(string(raw[i+1:]))
-	if len(f) < 13 {
-		return 0
-	}
-	utime, err1 := strconv.ParseInt(f[11], 10, 64)
-	stime, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0
-	}
-	// USER_HZ is 100 on every Linux the bench runs on.
-	return time.Duration(utime+stime) * 10 * time.Millisecond
-}
+// cpuTime is the CPU time the process has used so far.
+func (p *proc) cpuTime() time.Duration { return benchkit.ProcCPU(p.pid()) }
 
 // stop asks for a clean shutdown (SIGTERM) and kills after stopGrace.
 func (p *proc) stop() {
@@ -736,18 +711,6 @@ func rssAnonMB(pid int) (float64, error) {
 	return 0, fmt.Errorf("/proc/%d/status: no RssAnon line", pid)
 }
 
-// freeAddr returns a loopback address that was free a moment ago.
-func freeAddr() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		// Loopback without a free port is beyond what the bench can fix;
-		// the process using the address reports the failure clearly.
-		return "127.0.0.1:1"
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // answers reports whether an HTTP server answers at url, whatever it says.
 func (b *bench) answers(url string) bool {
 	resp, err := b.get(url)
@@ -759,15 +722,7 @@ func (b *bench) answers(url string) bool {
 }
 
 func tail(path string, n int) string {
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		return "  (" + err.Error() + ")"
-	}
-	lines := strings.Split(strings.TrimRight(string(raw), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return "  " + strings.Join(lines, "\n  ")
+	return "  " + strings.ReplaceAll(benchkit.Tail(path, n), "\n", "\n  ")
 }
 
 func isTmpfs(path string) bool {
@@ -804,7 +759,7 @@ func (b *bench) report(w io.Writer, r *results) {
 		format    func(float64) string
 		targetTxt string
 	}
-	rate := func(v float64) string { return thousands(v) + " ev/s" }
+	rate := func(v float64) string { return benchkit.Thousands(v, ',') + " ev/s" }
 	secs := func(v float64) string { return strconv.FormatFloat(v, 'f', 2, 64) + " s" }
 	mb := func(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) + " MB" }
 	rows := []row{
@@ -824,7 +779,7 @@ func (b *bench) report(w io.Writer, r *results) {
 		workflows, runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), filepath.Dir(b.root), r.loadBefore, r.loadAfter)
 	fmt.Fprintf(&buf, "%-36s %16s %16s  %-6s %s\n", "measurement", "median", "target", "result", "runs")
 	for _, rw := range rows {
-		med := median(rw.vals)
+		med := benchkit.Median(rw.vals)
 		pass := med <= rw.target
 		if rw.atLeast {
 			pass = med >= rw.target
@@ -840,9 +795,9 @@ func (b *bench) report(w io.Writer, r *results) {
 		fmt.Fprintf(&buf, "%-36s %16s %16s  %-6s %s\n", rw.name, rw.format(med), rw.targetTxt, verdict, strings.Join(runs, ", "))
 	}
 	fmt.Fprintf(&buf, "\nnot targets: backlog fill rate (hub down) median %s ev/s; agent RssAnon peak during fill and drain median %.1f MB; uplink connected %.2f s after the hub started (median)\n",
-		thousands(median(r.fill)), median(r.rssPeak), median(r.connect))
+		benchkit.Thousands(benchkit.Median(r.fill), ','), benchkit.Median(r.rssPeak), benchkit.Median(r.connect))
 	fmt.Fprintf(&buf, "CPU per event (median, user+system of the process until the agent had its last ack, the hub's start included, its pipeline possibly still busy; little affected by other load): a. agent %.1f µs; b. agent %.1f µs, hub %.1f µs; c. agent %.1f µs, hub %.1f µs\n",
-		median(r.cpuIngest), median(r.cpuE2EAgent), median(r.cpuE2EHub), median(r.cpuDrainAgent), median(r.cpuDrainHub))
+		benchkit.Median(r.cpuIngest), benchkit.Median(r.cpuE2EAgent), benchkit.Median(r.cpuE2EHub), benchkit.Median(r.cpuDrainAgent), benchkit.Median(r.cpuDrainHub))
 	fmt.Fprintf(&buf, "MB = 10^6 bytes; rates count from the first observed commit (a, b), drain from the hub's start (c), RssAnon right after the backlog is committed (d); status polled every %s.\n", pollEvery)
 	if l := strings.Fields(r.loadBefore); len(l) > 0 {
 		if v, err := strconv.ParseFloat(l[0], 64); err == nil && v > 1 {
@@ -850,31 +805,6 @@ func (b *bench) report(w io.Writer, r *results) {
 		}
 	}
 	_, _ = w.Write(buf.Bytes())
-}
-
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return math.NaN()
-	}
-	s := slices.Clone(v)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-// thousands formats a rate as an integer with thousands separators.
-func thousands(v float64) string {
-	s := strconv.FormatInt(int64(math.Round(v)), 10)
-	var out []byte
-	for i, c := range []byte(s) {
-		if i > 0 && (len(s)-i)%3 == 0 {
-			out = append(out, ',')
-		}
-		out = append(out, c)
-	}
-	return string(out)
 }
 
 func count(n int64) string {

@@ -50,6 +50,8 @@ import (
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
+
+	"github.com/plantsync/plantsync/e2e/internal/benchkit"
 )
 
 const (
@@ -174,7 +176,7 @@ type broker struct {
 }
 
 func (b *bench) startMosquitto() (*broker, error) {
-	addr := freeAddr()
+	addr := benchkit.FreeAddr()
 	_, port, _ := net.SplitHostPort(addr)
 	b.mosquittos++
 	dir := filepath.Join(b.root, fmt.Sprintf("mosquitto-broker-%d", b.mosquittos))
@@ -266,7 +268,7 @@ func (b *bench) measure() (*results, error) {
 				return nil, fmt.Errorf("%s ceiling: %w", br.name, err)
 			}
 			res.ceiling[br.name] = append(res.ceiling[br.name], c)
-			progress("  %s msg/s, receipt latency p99 %.1f ms", thousands(c.rate), c.p99*1000)
+			progress("  %s msg/s, receipt latency p99 %.1f ms", benchkit.Thousands(c.rate, ' '), c.p99*1000)
 			progress("%s run %d/%d: plantsync-agent", br.name, r, b.o.runs)
 			a, err := b.runAgent(br, r, 0.8*c.rate)
 			if err != nil {
@@ -274,7 +276,7 @@ func (b *bench) measure() (*results, error) {
 			}
 			res.agent[br.name] = append(res.agent[br.name], a)
 			progress("  %s msg/s, ack p99 %.1f ms, %.2f CPU-s/100k, hub had all after %.1fs; paced at %s msg/s: ack p99 %.1f ms; at %s msg/s: ack p99 %.1f ms",
-				thousands(a.rate), a.p99*1000, a.cpu100k, a.hubAfter, thousands(a.pacedRate), a.pacedP99*1000, thousands(a.lightRate), a.lightP99*1000)
+				benchkit.Thousands(a.rate, ' '), a.p99*1000, a.cpu100k, a.hubAfter, benchkit.Thousands(a.pacedRate, ' '), a.pacedP99*1000, benchkit.Thousands(a.lightRate, ' '), a.lightP99*1000)
 			progress("  CPU-s/100k of the others meanwhile: hub %.2f, broker %.2f, bench process (publisher%s) %.2f",
 				a.hubCPU, a.brokerCPU, map[bool]string{true: ", broker", false: ""}[br.proc == nil], a.benchCPU)
 			br.stop()
@@ -402,7 +404,7 @@ func (b *bench) runAgent(br *broker, run int, pace float64) (phase, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return phase{}, err
 	}
-	grpcAddr, httpAddr, admin := freeAddr(), freeAddr(), freeAddr()
+	grpcAddr, httpAddr, admin := benchkit.FreeAddr(), benchkit.FreeAddr(), benchkit.FreeAddr()
 	var hubProf string
 	if b.o.hubProf != "" && run == 1 && br.name == "mosquitto" {
 		hubProf = b.o.hubProf
@@ -674,28 +676,10 @@ func (p *proc) stop() {
 
 // cpu is the process's user+system time from /proc/PID/stat.
 func (p *proc) cpu() time.Duration {
-	return pidCPU(p.cmd.Process.Pid)
+	return benchkit.ProcCPU(p.cmd.Process.Pid)
 }
 
-func selfCPU() time.Duration { return pidCPU(os.Getpid()) }
-
-func pidCPU(pid int) time.Duration {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	i := bytes.LastIndexByte(raw, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(string(raw[i+1:]))
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * 10 * time.Millisecond // USER_HZ 100
-}
+func selfCPU() time.Duration { return benchkit.ProcCPU(os.Getpid()) }
 
 func (b *bench) poll(within time.Duration, p *proc, what string, cond func() bool) error {
 	return b.pollEvery(within, 10*time.Millisecond, p, what, cond)
@@ -705,10 +689,10 @@ func (b *bench) pollEvery(within, every time.Duration, p *proc, what string, con
 	deadline := time.Now().Add(within)
 	for !cond() {
 		if p.exited() {
-			return fmt.Errorf("%s: %s exited; log %s:\n%s", what, p.name, p.log, tail(p.log, 20))
+			return fmt.Errorf("%s: %s exited; log %s:\n%s", what, p.name, p.log, benchkit.Tail(p.log, 20))
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("timed out after %s waiting for %s; log %s:\n%s", within, what, p.log, tail(p.log, 20))
+			return fmt.Errorf("timed out after %s waiting for %s; log %s:\n%s", within, what, p.log, benchkit.Tail(p.log, 20))
 		}
 		time.Sleep(every)
 	}
@@ -722,28 +706,13 @@ func waitDial(addr string, p *proc) error {
 			return c.Close()
 		}
 		if p.exited() {
-			return fmt.Errorf("%s exited:\n%s", p.name, tail(p.log, 20))
+			return fmt.Errorf("%s exited:\n%s", p.name, benchkit.Tail(p.log, 20))
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%s does not listen on %s", p.name, addr)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-func freeAddr() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "127.0.0.1:0"
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-func tail(path string, n int) string {
-	raw, _ := os.ReadFile(path)
-	l := strings.Split(strings.TrimRight(string(raw), "\n"), "\n")
-	return strings.Join(l[max(len(l)-n, 0):], "\n")
 }
 
 func getJSON(c *http.Client, url string, v any) error {
@@ -866,32 +835,8 @@ func quantile(sorted []float64, q float64) float64 {
 	return sorted[min(int(q*float64(len(sorted))), len(sorted)-1)]
 }
 
-func median(v []float64) float64 {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	switch {
-	case len(s) == 0:
-		return math.NaN()
-	case len(s)%2 == 0:
-		return (s[len(s)/2-1] + s[len(s)/2]) / 2 // an even number of runs
-	}
-	return s[len(s)/2]
-}
-
 func progress(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "mqttbench: "+format+"\n", args...)
-}
-
-func thousands(v float64) string {
-	s := strconv.FormatInt(int64(math.Round(v)), 10)
-	var out []byte
-	for i := range s {
-		if i > 0 && (len(s)-i)%3 == 0 {
-			out = append(out, ' ')
-		}
-		out = append(out, s[i])
-	}
-	return string(out)
 }
 
 func (b *bench) report(w io.Writer, r *results) {
@@ -900,7 +845,7 @@ func (b *bench) report(w io.Writer, r *results) {
 		for i, p := range ps {
 			v[i] = f(p)
 		}
-		return median(v)
+		return benchkit.Median(v)
 	}
 	verdict := func(ok bool) string {
 		if ok {
@@ -925,17 +870,17 @@ func (b *bench) report(w io.Writer, r *results) {
 		cpu := field(a, func(p phase) float64 { return p.cpu100k })
 		fmt.Fprintf(w, "broker: %s\n", name)
 		fmt.Fprintf(w, "  plain paho subscriber, auto-ack   %10s msg/s   receipt latency p50 %.1f ms, p99 %.1f ms\n",
-			thousands(ceil), field(c, func(p phase) float64 { return p.p50 })*1000, field(c, func(p phase) float64 { return p.p99 })*1000)
-		fmt.Fprintf(w, "  plantsync-agent, ack after commit %10s msg/s   %.2fx the ceiling (target >= 0.8)  %s\n", thousands(rate), rate/ceil, verdict(rate >= 0.8*ceil))
+			benchkit.Thousands(ceil, ' '), field(c, func(p phase) float64 { return p.p50 })*1000, field(c, func(p phase) float64 { return p.p99 })*1000)
+		fmt.Fprintf(w, "  plantsync-agent, ack after commit %10s msg/s   %.2fx the ceiling (target >= 0.8)  %s\n", benchkit.Thousands(rate, ' '), rate/ceil, verdict(rate >= 0.8*ceil))
 		pacedP99 := field(a, func(p phase) float64 { return p.pacedP99 })
 		fmt.Fprintf(w, "  agent ack latency, flooded        p50 %.1f ms, p99 %.1f ms (queueing behind the commits)\n",
 			field(a, func(p phase) float64 { return p.p50 })*1000, p99*1000)
 		fmt.Fprintf(w, "  agent ack latency at 0.8x ceiling p50 %.1f ms, p99 %.1f ms at %s msg/s (target <= 25 ms)  %s\n",
 			field(a, func(p phase) float64 { return p.pacedP50 })*1000, pacedP99*1000,
-			thousands(field(a, func(p phase) float64 { return p.pacedRate })), verdict(pacedP99 <= 0.025))
+			benchkit.Thousands(field(a, func(p phase) float64 { return p.pacedRate }), ' '), verdict(pacedP99 <= 0.025))
 		fmt.Fprintf(w, "  agent ack latency at 0.4x ceiling p50 %.1f ms, p99 %.1f ms at %s msg/s (machine not saturated)\n",
 			field(a, func(p phase) float64 { return p.lightP50 })*1000, field(a, func(p phase) float64 { return p.lightP99 })*1000,
-			thousands(field(a, func(p phase) float64 { return p.lightRate })))
+			benchkit.Thousands(field(a, func(p phase) float64 { return p.lightRate }), ' '))
 		fmt.Fprintf(w, "    its buffer group commits        p50 %.1f ms, p99 %.1f ms\n",
 			field(a, func(p phase) float64 { return p.commitP50 })*1000, field(a, func(p phase) float64 { return p.commitP99 })*1000)
 		fmt.Fprintf(w, "  agent CPU                         %.2f CPU-s per 100 000 messages (target <= 3)  %s\n", cpu, verdict(cpu <= 3))
@@ -945,7 +890,7 @@ func (b *bench) report(w io.Writer, r *results) {
 			field(a, func(p phase) float64 { return p.benchCPU }))
 		var runs []string
 		for i := range a {
-			runs = append(runs, fmt.Sprintf("%s/%s", thousands(c[i].rate), thousands(a[i].rate)))
+			runs = append(runs, fmt.Sprintf("%s/%s", benchkit.Thousands(c[i].rate, ' '), benchkit.Thousands(a[i].rate, ' ')))
 		}
 		fmt.Fprintf(w, "  runs (ceiling/agent msg/s): %s\n\n", strings.Join(runs, ", "))
 	}
