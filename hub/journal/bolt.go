@@ -97,7 +97,10 @@ type Bolt struct {
 // batches.
 const tailMax = 8192
 
-var _ Journal = (*Bolt)(nil)
+var (
+	_ Journal    = (*Bolt)(nil)
+	_ TailReader = (*Bolt)(nil)
+)
 
 // OpenBolt opens or creates the journal file.
 func OpenBolt(opts BoltOptions) (*Bolt, error) {
@@ -564,7 +567,7 @@ func (j *Bolt) dropTail(first uint64) {
 	j.tail = j.tail[i:]
 }
 
-// ReadDecoded implements Journal.
+// ReadDecoded implements TailReader.
 func (j *Bolt) ReadDecoded(after uint64, limit int) ([]Record, error) {
 	j.mu.Lock()
 	if len(j.tail) > 0 && j.tail[0].Position <= after+1 && after < j.tail[len(j.tail)-1].Position {

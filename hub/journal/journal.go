@@ -22,11 +22,6 @@ type Journal interface {
 	Resume(producer, epoch string) (uint64, error)
 	// Read returns journaled records with positions above after, in order.
 	Read(after uint64, limit int) ([]Record, error)
-	// ReadDecoded is Read for the one reader that processes every record
-	// (the pipeline): records still held in memory since their commit come
-	// with the producer's decoded event in Record.Decoded, which then
-	// belongs to the caller; the others come from storage with Decoded nil.
-	ReadDecoded(after uint64, limit int) ([]Record, error)
 	// Rejected returns refused events with ids above after, in order.
 	Rejected(after uint64, limit int) ([]Record, error)
 	// Agents lists what is known of every agent that ever sent.
@@ -36,6 +31,16 @@ type Journal interface {
 	// Changed is closed after the next commit that journals events.
 	Changed() <-chan struct{}
 	Close() error
+}
+
+// TailReader is what a journal may offer the one reader that processes
+// every record (the pipeline), apart from the Journal the others hold:
+// ReadDecoded is Read, except that records still held in memory since
+// their commit come with the producer's decoded event in Record.Decoded,
+// which then belongs to the caller (a second reader would take it away);
+// the others come from storage with Decoded nil.
+type TailReader interface {
+	ReadDecoded(after uint64, limit int) ([]Record, error)
 }
 
 // Batch is one producer's consecutive events.

@@ -60,8 +60,10 @@ type Pipeline struct {
 	log     *slog.Logger
 	plan    *plan
 	journal journal.Journal
-	now     func() time.Time
-	dests   map[string]Destination
+	// readTail reads the journal: ReadDecoded where the journal offers it.
+	readTail func(after uint64, limit int) ([]journal.Record, error)
+	now      func() time.Time
+	dests    map[string]Destination
 
 	db         *pipedb.DB
 	outbox     *outbox.Bolt
@@ -128,7 +130,10 @@ func New(opts Options) (*Pipeline, error) {
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, errors.Join(errs...))
 	}
-	p := &Pipeline{opts: opts, log: opts.Logger, plan: plan, journal: opts.Journal, now: opts.Now, dests: map[string]Destination{}}
+	p := &Pipeline{opts: opts, log: opts.Logger, plan: plan, journal: opts.Journal, readTail: opts.Journal.Read, now: opts.Now, dests: map[string]Destination{}}
+	if tr, ok := opts.Journal.(journal.TailReader); ok {
+		p.readTail = tr.ReadDecoded
+	}
 	var names []string
 	for _, d := range opts.Destinations {
 		p.dests[d.Name] = d
@@ -391,7 +396,7 @@ func (p *Pipeline) prepare(ctx context.Context, out chan<- batch) {
 	size := p.opts.Config.batchSize()
 	for {
 		changed := p.journal.Changed()
-		recs, err := p.journal.ReadDecoded(next, size)
+		recs, err := p.readTail(next, size)
 		if err != nil {
 			p.log.Error("pipeline cannot read the journal; retrying", "error", err, "after", next)
 			select {
