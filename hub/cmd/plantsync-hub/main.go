@@ -229,11 +229,6 @@ func runToken(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "token: %v\n", err)
 		return 1
 	}
-	entry, err := yaml.Marshal([]auth.Entry{{Subject: *subject, Role: *role, SHA256: hash}})
-	if err != nil {
-		fmt.Fprintf(stderr, "token: %v\n", err)
-		return 1
-	}
 	shown := fmt.Sprintf("token (shown only now; hand it to %s over a secure channel):\n%s\n\n", *subject, token)
 	if *file != "" {
 		if err := auth.AppendToken(*file, *subject, r, hash); err != nil {
@@ -242,6 +237,11 @@ func runToken(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stdout, "%sadded to %s; the hub reads it within two seconds\n", shown, *file)
 		return 0
+	}
+	entry, err := yaml.Marshal([]auth.Entry{{Subject: *subject, Role: *role, SHA256: hash}})
+	if err != nil {
+		fmt.Fprintf(stderr, "token: %v\n", err)
+		return 1
 	}
 	fmt.Fprint(stdout, shown)
 	fmt.Fprintf(stdout, "add this entry under tokens: in the tokens file (http.auth.tokens_file); the hub reads it within two seconds:\n")
